@@ -1,0 +1,283 @@
+"""The pipeline both `backfill` and `run` drive: read -> parse -> plan -> deliver -> record.
+
+    prepare()   once per start: tie state to the project, rebuild it from Label
+                Studio if it is new, resolve the outbox left by a crash;
+    sync(paths) any number of times: what changed becomes tasks.
+
+Exactly once rests on three facts: a version is put in the outbox (committed)
+before its import is sent; it is recorded as sent (committed) only after Label
+Studio answered with its task id; and an outbox row found at start is resolved
+by asking Label Studio for its sync_key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from labelsync.contract import Conversation, Fields, InvalidConversation, parse
+from labelsync.delivery import Delivery, Outgoing, Stopped
+from labelsync.files import FileRead, FileStat, TooLarge, Unsettled, read_stable
+from labelsync.labelstudio import LabelStudio
+from labelsync.plan import NewVersion, Quarantine, Skip, Wait, plan
+from labelsync.state import FileRecord, Pending, State, VersionRecord
+from labelsync.task import build_task
+
+log = logging.getLogger(__name__)
+
+# Tally keys, in the order the backfill summary prints them.
+OUTCOMES = (
+    "files", "unchanged", "new_tasks", "new_versions", "duplicates",
+    "waiting", "quarantined", "changing", "recovered",
+)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    root: Path
+    min_turns: int = 2
+    batch_size: int = 500
+    max_file_bytes: int = 10 * 1024 * 1024
+    fields: Fields = Fields()
+
+
+@dataclass
+class _Parsed:
+    read: FileRead
+    parsed: Conversation | InvalidConversation
+
+
+class Engine:
+    def __init__(
+        self,
+        state: State,
+        ls: LabelStudio,
+        delivery: Delivery,
+        config: EngineConfig,
+        stop: threading.Event,
+    ) -> None:
+        self.state = state
+        self.ls = ls
+        self.delivery = delivery
+        self.config = config
+        self.stop = stop
+
+    # -- start-up ------------------------------------------------------------------------
+    def prepare(self) -> Counter[str]:
+        tally: Counter[str] = Counter()
+        self.state.bind(self.ls.url, self.ls.project_id)
+        if self.state.get_meta("rebuilt") is None:
+            tally["recovered"] += self._rebuild()
+        tally["recovered"] += self._resolve_outbox()
+        return tally
+
+    def _rebuild(self) -> int:
+        """A new (or lost) state learns what is already in the project before sending."""
+        remote = [
+            VersionRecord(v.thread_id, v.version, v.sync_key, v.task_id, v.source_file)
+            for v in self.ls.labelsync_versions()
+        ]
+        with self.state.transaction() as db:
+            self.state.add_versions(db, remote)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('rebuilt', ?)", (str(time.time()),))
+        if remote:
+            log.info("state rebuilt from Label Studio: %d existing versions", len(remote))
+        return len(remote)
+
+    def _resolve_outbox(self) -> int:
+        pending = self.state.pending()
+        if not pending:
+            return 0
+        # An import sent just before a crash may still be running in Label Studio:
+        # its outcome is unknown until the request's own deadline has passed.
+        settle_until = max(p.sent_at for p in pending) + self.ls.timeout_s
+        delay = settle_until - time.time()
+        if delay > 0:
+            log.info("waiting %.0f s for imports interrupted by a crash to settle", delay)
+            if self.stop.wait(delay):
+                raise Stopped()
+        found = self.delivery.resolve([p.sync_key for p in pending])
+        by_key = {p.sync_key: p for p in pending}
+        with self.state.transaction() as db:
+            self.state.add_versions(db, [
+                VersionRecord(p.thread_id, p.version, p.sync_key, found[p.sync_key], p.source_file)
+                for p in pending if p.sync_key in found
+            ])
+            self.state.drop_outbox(db, by_key)
+        log.info(
+            "outbox resolved: %d imported before the interruption, %d to send again",
+            len(found), len(pending) - len(found),
+        )
+        return len(found)
+
+    # -- the pipeline --------------------------------------------------------------------
+    def sync(
+        self,
+        paths: Iterable[tuple[Path, FileStat | None]],
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> Counter[str]:
+        """Bring Label Studio in step with these files; returns what happened."""
+        tally: Counter[str] = Counter()
+        ordered = _oldest_first(paths)
+        for start in range(0, len(ordered), self.config.batch_size):
+            if self.stop.is_set():
+                break
+            chunk = ordered[start : start + self.config.batch_size]
+            self._sync_chunk(chunk, tally, dry_run)
+            if progress:
+                progress(len(chunk))
+        return tally
+
+    def _sync_chunk(
+        self, chunk: Sequence[tuple[Path, FileStat]], tally: Counter[str], dry_run: bool
+    ) -> None:
+        known = self.state.files_for(str(path) for path, _ in chunk)
+        updates: list[tuple[str, FileStat, str, str | None, str, str | None]] = []
+        to_plan: list[_Parsed] = []
+        tally["files"] += len(chunk)
+        for path, stat in chunk:
+            record = known.get(str(path))
+            if record is not None and record.stat == stat:
+                tally["unchanged"] += 1
+                continue
+            item = self._read(path, record, updates, tally)
+            if item is not None:
+                to_plan.append(item)
+
+        sent_by_thread = {
+            thread: {v.sync_key: v.version for v in versions}
+            for thread, versions in self.state.versions_of(
+                p.parsed.thread_id for p in to_plan if isinstance(p.parsed, Conversation)
+            ).items()
+        }
+        outgoing: list[tuple[_Parsed, int]] = []
+        for item, decision in plan(((p, p.parsed) for p in to_plan), sent_by_thread,
+                                   self.config.min_turns):
+            read, thread = item.read, _thread(item.parsed)
+            if isinstance(decision, NewVersion):
+                outgoing.append((item, decision.version))
+            elif isinstance(decision, Skip):
+                tally["duplicates"] += 1
+                updates.append((str(read.path), read.stat, read.sha256, thread, "synced", decision.reason))
+            elif isinstance(decision, Wait):
+                tally["waiting"] += 1
+                updates.append((str(read.path), read.stat, read.sha256, thread, "waiting", decision.reason))
+            elif isinstance(decision, Quarantine):
+                tally["quarantined"] += 1
+                log.warning("quarantined %s: %s", read.path, decision.reason)
+                updates.append((str(read.path), read.stat, read.sha256, thread, "quarantined", decision.reason))
+
+        if dry_run:
+            for _, version in outgoing:
+                tally["new_tasks" if version == 1 else "new_versions"] += 1
+            return
+        self._deliver(outgoing, updates, tally)
+
+    def _read(
+        self,
+        path: Path,
+        record: FileRecord | None,
+        updates: list[tuple[str, FileStat, str, str | None, str, str | None]],
+        tally: Counter[str],
+    ) -> _Parsed | None:
+        try:
+            read = read_stable(path, self.config.max_file_bytes)
+        except Unsettled:
+            tally["changing"] += 1  # picked up on the next pass, never quarantined
+            return None
+        except TooLarge as exc:
+            tally["quarantined"] += 1
+            log.warning("quarantined %s: %s", path, exc)
+            updates.append((str(path), FileStat.of(os.stat(path)), "", None, "quarantined", str(exc)))
+            return None
+        if record is not None and record.sha256 == read.sha256:
+            # Touched, not changed (same bytes): keep the decision, learn the new stat.
+            tally["unchanged"] += 1
+            updates.append((str(path), read.stat, read.sha256, record.thread_id, record.status,
+                            record.reason))
+            return None
+        try:
+            return _Parsed(read, parse(read.raw, path.name, self.config.fields))
+        except InvalidConversation as invalid:
+            return _Parsed(read, invalid)
+
+    def _deliver(
+        self,
+        outgoing: list[tuple[_Parsed, int]],
+        updates: list[tuple[str, FileStat, str, str | None, str, str | None]],
+        tally: Counter[str],
+    ) -> None:
+        root = self.config.root
+        now = time.time()
+        batch = []
+        for item, version in outgoing:
+            conversation = item.parsed
+            assert isinstance(conversation, Conversation)
+            source = _relative(item.read.path, root)
+            batch.append((item, Pending(conversation.sync_key, conversation.thread_id, version,
+                                        source, now),
+                          Outgoing(conversation.sync_key, build_task(conversation, version, source))))
+        with self.state.transaction() as db:
+            self.state.put_files(db, updates)
+            self.state.put_outbox(db, [pending for _, pending, _ in batch])
+        if not batch:
+            return
+
+        started = time.monotonic()
+        delivered = self.delivery.send([out for _, _, out in batch])
+        log.debug("imported %d tasks in %.2f s", len(delivered.task_ids), time.monotonic() - started)
+
+        versions, files = [], []
+        for item, pending, _ in batch:
+            read, key = item.read, pending.sync_key
+            if key in delivered.task_ids:
+                task_id = delivered.task_ids[key]
+                versions.append(VersionRecord(pending.thread_id, pending.version, key, task_id,
+                                              pending.source_file))
+                files.append((str(read.path), read.stat, read.sha256, pending.thread_id, "synced",
+                              f"version {pending.version}, task {task_id}"))
+                tally["new_tasks" if pending.version == 1 else "new_versions"] += 1
+                log.info("sent %s as version %d (task %d) from %s", pending.thread_id,
+                         pending.version, task_id, pending.source_file)
+            else:
+                reason = delivered.rejected.get(key, "not imported")
+                files.append((str(read.path), read.stat, read.sha256, pending.thread_id,
+                              "quarantined", reason))
+                tally["quarantined"] += 1
+                log.warning("quarantined %s: %s", read.path, reason)
+        with self.state.transaction() as db:
+            self.state.add_versions(db, versions)
+            self.state.put_files(db, files)
+            self.state.drop_outbox(db, [pending.sync_key for _, pending, _ in batch])
+
+
+def _oldest_first(paths: Iterable[tuple[Path, FileStat | None]]) -> list[tuple[Path, FileStat]]:
+    """Older writes first, so snapshots of one conversation become versions in order."""
+    stated = []
+    for path, stat in paths:
+        if stat is None:
+            try:
+                stat = FileStat.of(os.stat(path))
+            except FileNotFoundError:
+                continue
+        stated.append((path, stat))
+    stated.sort(key=lambda item: (item[1].mtime_ns, str(item[0])))
+    return stated
+
+
+def _thread(parsed: Conversation | InvalidConversation) -> str | None:
+    return parsed.thread_id if isinstance(parsed, Conversation) else None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,87 @@
+"""The filesystem edge: which files exist, and reading one without catching it mid-write."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+# Editors and atomic writers leave these beside the real file; never conversations.
+_TEMP_SUFFIXES = ("~", ".tmp", ".temp", ".part", ".swp", ".swx", ".crdownload")
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What says "this file changed" without reading it (mtime alone can tie)."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(frozen=True)
+class FileRead:
+    path: Path
+    stat: FileStat
+    raw: bytes
+    sha256: str
+
+
+class Unsettled(Exception):
+    """The file changed while it was read, or vanished: wait for it, it is not bad."""
+
+
+class TooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes is over the limit of {limit} (LABELSYNC_MAX_FILE_BYTES)")
+
+
+def is_candidate(name: str, pattern: str) -> bool:
+    if name.startswith((".", "#")) or name.endswith(_TEMP_SUFFIXES) or name == "4913":
+        return False  # 4913: vim's probe file
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def scan(root: Path, pattern: str = "*.json", recursive: bool = False) -> Iterator[tuple[Path, FileStat]]:
+    """Every candidate file under root with its stat, without reading any."""
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive and not entry.name.startswith("."):
+                        stack.append(Path(entry.path))
+                elif entry.is_file() and is_candidate(entry.name, pattern):
+                    yield Path(entry.path), FileStat.of(entry.stat())
+            except FileNotFoundError:
+                continue  # deleted between listing and stat
+
+
+def read_stable(path: Path, max_bytes: int) -> FileRead:
+    """Read a file whole, and only accept it if it did not change under us."""
+    try:
+        with open(path, "rb") as handle:
+            before = FileStat.of(os.fstat(handle.fileno()))
+            if before.size > max_bytes:
+                raise TooLarge(before.size, max_bytes)
+            raw = handle.read(max_bytes + 1)
+        after = FileStat.of(os.stat(path))
+    except FileNotFoundError:
+        raise Unsettled("vanished") from None
+    if len(raw) > max_bytes:
+        raise TooLarge(len(raw), max_bytes)
+    if before != after or len(raw) != after.size:
+        raise Unsettled("changed while being read")
+    return FileRead(path, after, raw, hashlib.sha256(raw).hexdigest())

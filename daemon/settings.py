@@ -1,0 +1,189 @@
+"""Settings, built once at the edge (the CLI) and handed down as plain values.
+
+Sources, highest first: command-line options, environment, `.env`, the TOML
+file given with `--config`, the secrets directory (systemd's
+`$CREDENTIALS_DIRECTORY`, file `label-studio-api-key`), defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from labelsync.contract import (
+    DEFAULT_CONTENT_KEYS,
+    DEFAULT_ID_FIELDS,
+    DEFAULT_MESSAGES_FIELDS,
+    DEFAULT_ROLE_KEYS,
+    Fields,
+)
+
+CREDENTIAL_NAME = "label-studio-api-key"
+
+
+class ConfigError(Exception):
+    """Every configuration problem at once, as one line a person can act on."""
+
+
+def _env(name: str, field: str) -> Any:
+    # The tutorial's LABEL_STUDIO_* names keep working; the TOML file uses field names.
+    return AliasChoices(name, field)
+
+
+def _default_state_dir() -> Path:
+    if "STATE_DIRECTORY" in os.environ:  # systemd's StateDirectory=
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "labelsync"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LABELSYNC_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    label_studio_url: str = Field(
+        "http://localhost:8080", validation_alias=_env("LABEL_STUDIO_URL", "label_studio_url")
+    )
+    label_studio_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("LABEL_STUDIO_API_KEY", "label_studio_api_key"), repr=False
+    )
+    label_studio_project_id: int | None = Field(
+        None, gt=0, validation_alias=_env("LABEL_STUDIO_PROJECT_ID", "label_studio_project_id")
+    )
+
+    watch_dir: Path = Path("data/conversations")
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    pattern: str = "*.json"
+    recursive: bool = False
+    min_turns: int = Field(2, ge=0)
+    batch_size: int = Field(500, ge=1, le=10_000)
+    max_file_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    timeout_s: float = Field(60.0, gt=0)
+    retry_attempts: int = Field(8, ge=1)
+
+    id_fields: Annotated[list[str], NoDecode] = list(DEFAULT_ID_FIELDS)
+    messages_fields: Annotated[list[str], NoDecode] = list(DEFAULT_MESSAGES_FIELDS)
+    role_keys: Annotated[list[str], NoDecode] = list(DEFAULT_ROLE_KEYS)
+    content_keys: Annotated[list[str], NoDecode] = list(DEFAULT_CONTENT_KEYS)
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("id_fields", "messages_fields", "role_keys", "content_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # LABELSYNC_ID_FIELDS=conversation_id,metadata.thread_id reads as a list.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("label_studio_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML source reads model_config["toml_file"], set per call by load().
+        return (
+            init_settings, env_settings, dotenv_settings,
+            TomlConfigSettingsSource(settings_cls), _CredentialSource(settings_cls),
+        )
+
+    @property
+    def api_key(self) -> str:
+        return self.label_studio_api_key.get_secret_value() if self.label_studio_api_key else ""
+
+    @property
+    def fields(self) -> Fields:
+        return Fields(
+            tuple(self.id_fields), tuple(self.messages_fields),
+            tuple(self.role_keys), tuple(self.content_keys),
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail with one message when settings a command needs are missing."""
+        env = {
+            "label_studio_api_key": "LABEL_STUDIO_API_KEY",
+            "label_studio_project_id": "LABEL_STUDIO_PROJECT_ID",
+        }
+        missing = [env.get(n, n) for n in names if getattr(self, n) in (None, "")]
+        if missing:
+            raise ConfigError(
+                "configuration: " + "; ".join(f"{m} is not set" for m in missing)
+                + " (environment, .env, --config TOML file, or credentials directory)"
+            )
+
+
+class _CredentialSource(PydanticBaseSettingsSource):
+    """systemd's LoadCredential=label-studio-api-key:... lands in $CREDENTIALS_DIRECTORY."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            return {}
+        path = Path(directory) / CREDENTIAL_NAME
+        try:
+            return {"label_studio_api_key": path.read_text().strip()}
+        except FileNotFoundError:
+            return {}
+
+
+def load(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings, or raise ConfigError naming every bad setting (never the key)."""
+    cls = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"configuration: --config {config_file}: no such file")
+        cls = type("Settings", (Settings,), {
+            "model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})})
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError("configuration: " + "; ".join(_problem(e) for e in exc.errors())) from None
+    except ValueError as exc:  # a TOML file or an env value that does not parse
+        where = f"{config_file}: " if config_file else ""
+        raise ConfigError(f"configuration: {where}{exc}") from None
+
+
+def _problem(error: Any) -> str:
+    field = str(error["loc"][0]).lower() if error["loc"] else "?"
+    name = {
+        "label_studio_url": "LABEL_STUDIO_URL",
+        "label_studio_api_key": "LABEL_STUDIO_API_KEY",
+        "label_studio_project_id": "LABEL_STUDIO_PROJECT_ID",
+    }.get(field, f"LABELSYNC_{field.upper()}")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if field == "label_studio_api_key":
+        return f"{name}: {message}"
+    return f"{name}: {message} (got {error.get('input')!r})"

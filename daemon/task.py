@@ -1,0 +1,49 @@
+"""The shape of a Label Studio task made from one version of a conversation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labelsync.contract import Conversation
+
+
+def build_task(conversation: Conversation, version: int, source_file: str) -> dict[str, Any]:
+    """`data` is what the template and the Data Manager use; `meta` keeps the rest.
+
+    `sync_key` lives in `data` (not `meta`) because Label Studio can filter on
+    `data.<key>` but answers 500 to a filter on `meta`: it is how an import of
+    unknown outcome is looked up.
+    """
+    data: dict[str, Any] = {
+        "chat": [{"role": m.role, "content": m.content} for m in conversation.messages],
+        "thread_id": conversation.thread_id,
+        "version": version,
+        "session_id": f"{conversation.thread_id}_v{version}",
+        "model": conversation.model or "",
+        "turn_count": conversation.user_turns,
+        "timestamp": conversation.timestamp or "",
+        "source_file": source_file,
+        "sync_key": conversation.sync_key,
+        "feedback": feedback_summary(conversation),
+    }
+    meta: dict[str, Any] = {"labelsync": {"shape": conversation.shape, "ended": conversation.ended}}
+    meta.update(conversation.extra)
+    times = [m.timestamp for m in conversation.messages]
+    if any(times):
+        meta["message_timestamps"] = times
+    return {"data": data, "meta": meta}
+
+
+def feedback_summary(conversation: Conversation) -> str:
+    """The chat user's own thumbs and comments, as one readable line per message."""
+    lines = []
+    for index, message in enumerate(conversation.messages, start=1):
+        fb = message.feedback
+        if not fb:
+            continue
+        score = fb.get("score")
+        verdict = {1: "thumbs up", 0: "thumbs down"}.get(score, f"score {score}")
+        comment = fb.get("comment")
+        line = f"message {index} ({message.role}): {verdict}"
+        lines.append(f"{line}: {comment}" if comment else line)
+    return "\n".join(lines) if lines else "no feedback from the chat user"

@@ -1,0 +1,171 @@
+"""A thin watchdog adapter: filesystem events in, path hints out.
+
+Events are hints, not truth. inotify drops events on queue overflow without a
+word (gorakhargosh/watchdog #654) and the polling observer sees only snapshots,
+so the daemon reconciles with directory scans, and a hint only says "look at
+this path again": the consumer stats the file and either debounces it (it
+exists) or forgets it (it is gone). That is why a deletion is the same hint
+as a change.
+
+Hints are delivered on the observer's thread through ``on_hint``; pass
+``queue.put`` to hand them to the run loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path, PurePath
+from types import TracebackType
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+log = logging.getLogger(__name__)
+
+# Only events that can mean new content. Opened/closed-without-write are left
+# out on purpose: the daemon reading a file would otherwise hint itself.
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    FileClosedEvent,
+]
+
+# Editors' and downloaders' temporary files: never a finished conversation.
+# Dotfiles (".#x" Emacs locks, ".x.swp" Vim swap) are ignored by the dot rule.
+_TEMP_SUFFIXES = ("~", ".tmp", ".part", ".swp", ".swx", ".crdownload")
+_TEMP_NAMES = frozenset({"4913"})  # Vim probes a directory's writability with it
+
+
+class WatcherError(Exception):
+    """The watch could not be set up; the message says what to do."""
+
+
+class Watcher:
+    """Watches ``root`` and calls ``on_hint(path)`` for files matching ``pattern``."""
+
+    def __init__(
+        self,
+        root: Path,
+        on_hint: Callable[[Path], object],
+        *,
+        pattern: str = "*.json",
+        recursive: bool = False,
+        polling: bool = False,
+        polling_interval_s: float = 2.0,
+    ) -> None:
+        self.root = Path(root).absolute()
+        self.pattern = pattern
+        self.recursive = recursive
+        self._on_hint = on_hint
+        self._observer: BaseObserver = (
+            PollingObserver(timeout=polling_interval_s) if polling else Observer()
+        )
+        self._observer.schedule(
+            _Handler(self), str(self.root), recursive=recursive, event_filter=_EVENTS
+        )
+
+    def start(self) -> None:
+        if not self.root.is_dir():
+            raise WatcherError(f"watch directory {self.root} does not exist or is not a directory")
+        try:
+            self._observer.start()
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise WatcherError(
+                    "the inotify watch limit is reached; raise fs.inotify.max_user_watches "
+                    "or use polling (LABELSYNC_POLLING=true)"
+                ) from exc
+            if exc.errno == errno.EMFILE:
+                raise WatcherError(
+                    "the inotify instance limit is reached; raise fs.inotify.max_user_instances "
+                    "or use polling (LABELSYNC_POLLING=true)"
+                ) from exc
+            raise WatcherError(f"cannot watch {self.root}: {exc}") from exc
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._observer.is_alive():
+            self._observer.stop()
+            self._observer.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        """False once the observer died (e.g. the directory was removed): time to rescan."""
+        # The observer thread outlives its emitter: when the watched directory
+        # is deleted, the emitter stops and the observer just idles.
+        emitters = self._observer.emitters
+        return self._observer.is_alive() and bool(emitters) and all(
+            emitter.is_alive() for emitter in emitters
+        )
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def wants(self, path: Path) -> bool:
+        """Is ``path`` a conversation file by name? (Also useful to the directory scan.)"""
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            return False
+        return wanted(relative, self.pattern, recursive=self.recursive)
+
+    def _hint(self, raw_path: bytes | str) -> None:
+        path = Path(os.fsdecode(raw_path))
+        if not self.wants(path):
+            return
+        try:
+            self._on_hint(path)
+        except Exception:
+            # An exception here would kill watchdog's thread and every later hint.
+            log.exception("hint handler failed for %s", path)
+
+
+def wanted(relative: PurePath, pattern: str, *, recursive: bool) -> bool:
+    """Whether a path relative to the watch root names a conversation file."""
+    if not relative.parts or (len(relative.parts) > 1 and not recursive):
+        return False
+    # Hidden directories too (.git, .chainlit): nothing in them is a conversation.
+    if any(part.startswith(".") for part in relative.parts):
+        return False
+    name = relative.name
+    if name in _TEMP_NAMES or name.endswith(_TEMP_SUFFIXES):
+        return False
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        if isinstance(event, FileMovedEvent):
+            # An atomic save is "write temp, rename over": the destination is
+            # the real file. The source is gone, which is a hint of its own.
+            self._watcher._hint(event.dest_path)
+        self._watcher._hint(event.src_path)

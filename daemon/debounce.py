@@ -50,9 +50,7 @@ class Debouncer(Generic[Key]):
         if not self.quiet_s > 0:
             raise ValueError(f"quiet_s must be > 0, got {self.quiet_s}")
         if not self.max_wait_s >= self.quiet_s:
-            raise ValueError(
-                f"max_wait_s ({self.max_wait_s}) must be >= quiet_s ({self.quiet_s})"
-            )
+            raise ValueError(f"max_wait_s ({self.max_wait_s}) must be >= quiet_s ({self.quiet_s})")
         if not 0 <= self.settle_s <= self.quiet_s:
             raise ValueError(f"settle_s must be between 0 and quiet_s, got {self.settle_s}")
 

@@ -109,8 +109,10 @@ class Watcher:
         # The observer thread outlives its emitter: when the watched directory
         # is deleted, the emitter stops and the observer just idles.
         emitters = self._observer.emitters
-        return self._observer.is_alive() and bool(emitters) and all(
-            emitter.is_alive() for emitter in emitters
+        return (
+            self._observer.is_alive()
+            and bool(emitters)
+            and all(emitter.is_alive() for emitter in emitters)
         )
 
     def __enter__(self) -> Watcher:

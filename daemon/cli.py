@@ -194,7 +194,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     try:
         report: dict[str, Any] = {
             "state_dir": str(settings.state_dir),
-            "project": state.get_meta("project"),
+            "label_studio": state.get_meta("url"),
+            "project_id": state.get_meta("project_id"),
             "counts": state.counts(),
             "last_backfill": json.loads(state.get_meta("last_backfill") or "null"),
             "daemon": json.loads(state.get_meta("daemon") or "null"),
@@ -208,7 +209,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         return
     counts = report["counts"]
     click.echo(f"state:          {report['state_dir']}")
-    click.echo(f"project:        {report['project'] or '-'}")
+    click.echo(f"project:        {report['project_id'] or '-'} at {report['label_studio'] or '-'}")
     click.echo(f"conversations:  {counts.get('conversations', 0)} in "
                f"{counts.get('tasks', 0)} tasks (versions)")
     click.echo(f"files:          {counts.get('files_synced', 0)} synced, "

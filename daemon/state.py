@@ -14,6 +14,7 @@ while the daemon writes.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import time
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labelsync.files import FileStat
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -141,20 +144,26 @@ class State:
         self._db.execute("COMMIT")
 
     # -- which Label Studio project this state belongs to ----------------------------
-    def bind(self, url: str, project_id: int) -> bool:
-        """Tie the state to one project; True when it was new (nothing known yet)."""
-        target = f"{url.rstrip('/')}#project={project_id}"
+    def bind(self, url: str, project_id: int) -> None:
+        """Tie the state to one project: its versions mean nothing for another.
+
+        The URL may change (a new host name, a proxy) without the project changing,
+        so only the project id is binding; a URL change is logged.
+        """
         with self.transaction() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'project'").fetchone()
+            row = db.execute("SELECT value FROM meta WHERE key = 'project_id'").fetchone()
             if row is None:
-                db.execute("INSERT INTO meta VALUES ('project', ?)", (target,))
-                return True
-        if row[0] != target:
-            raise StateError(
-                f"this state directory belongs to {row[0]}, not {target}: "
-                "set LABELSYNC_STATE_DIR to a directory of its own for each project"
-            )
-        return False
+                db.execute("INSERT INTO meta VALUES ('project_id', ?)", (str(project_id),))
+            elif row[0] != str(project_id):
+                raise StateError(
+                    f"this state directory belongs to project {row[0]}, not {project_id}: "
+                    "set LABELSYNC_STATE_DIR to a directory of its own for each project"
+                )
+            previous = db.execute("SELECT value FROM meta WHERE key = 'url'").fetchone()
+            if previous is not None and previous[0] != url:
+                log.warning("Label Studio URL changed from %s to %s (same project %d)",
+                            previous[0], url, project_id)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('url', ?)", (url,))
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -47,6 +47,8 @@ class FaultProxy:
         # Label Studio's own validation, for data it would accept: a batch holding a
         # task of one of these conversations is rejected whole with a 400.
         self.reject_thread_ids: set[str] = set()
+        # Set once a faulted request has reached Label Studio and been processed.
+        self.forwarded = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,6 +69,7 @@ class FaultProxy:
                 status, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
                 if fault is None:
                     return self._answer(status, payload, None, headers)
+                proxy.forwarded.set()
                 if fault.action == "forward_then_hang":
                     time.sleep(fault.hang_s)
                     return self._answer(status, payload, None, headers)

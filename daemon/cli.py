@@ -100,7 +100,7 @@ def backfill(ctx: click.Context, directory: Path | None, dry_run: bool, verbose:
                       disable=not console.is_terminal) as progress:
             bar = progress.add_task("dry run" if dry_run else "syncing", total=len(files))
             tally = engine.sync(files, dry_run=dry_run,
-                                progress=lambda n: progress.advance(bar, n))
+                                progress=lambda n: progress.advance(bar, n)).tally
         tally.update(recovered)
         elapsed = time.monotonic() - started
         quarantined = engine.state.problem_files("quarantined")

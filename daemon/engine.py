@@ -1,8 +1,9 @@
 """The pipeline both `backfill` and `run` drive: read -> parse -> plan -> deliver -> record.
 
     prepare()   once per start: tie state to the project, rebuild it from Label
-                Studio if it is new, resolve the outbox left by a crash;
-    sync(paths) any number of times: what changed becomes tasks.
+                Studio if it is new;
+    sync(paths) any number of times: resolve the outbox a crash or a failed
+                import left, then what changed becomes tasks.
 
 Exactly once rests on three facts: a version is put in the outbox (committed)
 before its import is sent; it is recorded as sent (committed) only after Label
@@ -18,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelsync.contract import Conversation, Fields, InvalidConversation, parse
@@ -48,6 +49,15 @@ class EngineConfig:
 
 
 @dataclass
+class SyncReport:
+    """What one sync did: counts for people, paths for the daemon's next step."""
+
+    tally: Counter[str] = field(default_factory=Counter)
+    unsettled: list[Path] = field(default_factory=list)  # changed while read: look again
+    sent: list[tuple[Path, FileStat]] = field(default_factory=list)  # became tasks
+
+
+@dataclass
 class _Parsed:
     read: FileRead
     parsed: Conversation | InvalidConversation
@@ -74,7 +84,6 @@ class Engine:
         self.state.bind(self.ls.url, self.ls.project_id)
         if self.state.get_meta("rebuilt") is None:
             tally["recovered"] += self._rebuild()
-        tally["recovered"] += self._resolve_outbox()
         return tally
 
     def _rebuild(self) -> int:
@@ -122,22 +131,29 @@ class Engine:
         paths: Iterable[tuple[Path, FileStat | None]],
         dry_run: bool = False,
         progress: Callable[[int], None] | None = None,
-    ) -> Counter[str]:
-        """Bring Label Studio in step with these files; returns what happened."""
-        tally: Counter[str] = Counter()
+    ) -> SyncReport:
+        """Bring Label Studio in step with these files; returns what happened.
+
+        An outbox left by an earlier failure is resolved first, so a retry after
+        an import of unknown outcome never sends that import blindly again.
+        """
+        report = SyncReport()
+        if not dry_run:
+            report.tally["recovered"] += self._resolve_outbox()
         ordered = _oldest_first(paths)
         for start in range(0, len(ordered), self.config.batch_size):
             if self.stop.is_set():
                 break
             chunk = ordered[start : start + self.config.batch_size]
-            self._sync_chunk(chunk, tally, dry_run)
+            self._sync_chunk(chunk, report, dry_run)
             if progress:
                 progress(len(chunk))
-        return tally
+        return report
 
     def _sync_chunk(
-        self, chunk: Sequence[tuple[Path, FileStat]], tally: Counter[str], dry_run: bool
+        self, chunk: Sequence[tuple[Path, FileStat]], report: SyncReport, dry_run: bool
     ) -> None:
+        tally = report.tally
         known = self.state.files_for(str(path) for path, _ in chunk)
         updates: list[tuple[str, FileStat, str, str | None, str, str | None]] = []
         to_plan: list[_Parsed] = []
@@ -147,7 +163,7 @@ class Engine:
             if record is not None and record.stat == stat:
                 tally["unchanged"] += 1
                 continue
-            item = self._read(path, record, updates, tally)
+            item = self._read(path, record, updates, report)
             if item is not None:
                 to_plan.append(item)
 
@@ -178,19 +194,21 @@ class Engine:
             for _, version in outgoing:
                 tally["new_tasks" if version == 1 else "new_versions"] += 1
             return
-        self._deliver(outgoing, updates, tally)
+        self._deliver(outgoing, updates, report)
 
     def _read(
         self,
         path: Path,
         record: FileRecord | None,
         updates: list[tuple[str, FileStat, str, str | None, str, str | None]],
-        tally: Counter[str],
+        report: SyncReport,
     ) -> _Parsed | None:
+        tally = report.tally
         try:
             read = read_stable(path, self.config.max_file_bytes)
         except Unsettled:
             tally["changing"] += 1  # picked up on the next pass, never quarantined
+            report.unsettled.append(path)
             return None
         except TooLarge as exc:
             tally["quarantined"] += 1
@@ -212,8 +230,9 @@ class Engine:
         self,
         outgoing: list[tuple[_Parsed, int]],
         updates: list[tuple[str, FileStat, str, str | None, str, str | None]],
-        tally: Counter[str],
+        report: SyncReport,
     ) -> None:
+        tally = report.tally
         root = self.config.root
         now = time.time()
         batch = []
@@ -244,6 +263,7 @@ class Engine:
                 files.append((str(read.path), read.stat, read.sha256, pending.thread_id, "synced",
                               f"version {pending.version}, task {task_id}"))
                 tally["new_tasks" if pending.version == 1 else "new_versions"] += 1
+                report.sent.append((read.path, read.stat))
                 log.info("sent %s as version %d (task %d) from %s", pending.thread_id,
                          pending.version, task_id, pending.source_file)
             else:

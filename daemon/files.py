@@ -7,10 +7,13 @@ import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
-# Editors and atomic writers leave these beside the real file; never conversations.
+# Editors' and downloaders' temporary files: never a finished conversation.
+# Dotfiles (".#x" Emacs locks, ".x.swp" Vim swap, atomic writers' ".x.tmp") are
+# ignored by the dot rule.
 _TEMP_SUFFIXES = ("~", ".tmp", ".temp", ".part", ".swp", ".swx", ".crdownload")
+_TEMP_NAMES = frozenset({"4913"})  # Vim probes a directory's writability with it
 
 
 @dataclass(frozen=True)
@@ -43,14 +46,24 @@ class TooLarge(Exception):
         super().__init__(f"{size} bytes is over the limit of {limit} (LABELSYNC_MAX_FILE_BYTES)")
 
 
-def is_candidate(name: str, pattern: str) -> bool:
-    if name.startswith((".", "#")) or name.endswith(_TEMP_SUFFIXES) or name == "4913":
-        return False  # 4913: vim's probe file
+def wanted(relative: PurePath, pattern: str, *, recursive: bool) -> bool:
+    """Whether a path relative to the watch root names a conversation file.
+
+    The one rule for both the directory scan and the watcher's hints.
+    """
+    if not relative.parts or (len(relative.parts) > 1 and not recursive):
+        return False
+    # Hidden directories too (.git, .chainlit): nothing in them is a conversation.
+    if any(part.startswith(".") for part in relative.parts):
+        return False
+    name = relative.name
+    if name in _TEMP_NAMES or name.endswith(_TEMP_SUFFIXES):
+        return False
     return fnmatch.fnmatchcase(name, pattern)
 
 
 def scan(root: Path, pattern: str = "*.json", recursive: bool = False) -> Iterator[tuple[Path, FileStat]]:
-    """Every candidate file under root with its stat, without reading any."""
+    """Every conversation file under root with its stat, without reading any."""
     stack = [root]
     while stack:
         directory = stack.pop()
@@ -59,12 +72,14 @@ def scan(root: Path, pattern: str = "*.json", recursive: bool = False) -> Iterat
         except FileNotFoundError:
             continue
         for entry in entries:
+            path = Path(entry.path)
             try:
                 if entry.is_dir(follow_symlinks=False):
                     if recursive and not entry.name.startswith("."):
-                        stack.append(Path(entry.path))
-                elif entry.is_file() and is_candidate(entry.name, pattern):
-                    yield Path(entry.path), FileStat.of(entry.stat())
+                        stack.append(path)
+                elif entry.is_file() and wanted(path.relative_to(root), pattern,
+                                                recursive=recursive):
+                    yield path, FileStat.of(entry.stat())
             except FileNotFoundError:
                 continue  # deleted between listing and stat
 

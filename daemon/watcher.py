@@ -14,11 +14,10 @@ Hints are delivered on the observer's thread through ``on_hint``; pass
 from __future__ import annotations
 
 import errno
-import fnmatch
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path, PurePath
+from pathlib import Path
 from types import TracebackType
 
 from watchdog.events import (
@@ -34,6 +33,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from labelsync.files import wanted
+
 log = logging.getLogger(__name__)
 
 # Only events that can mean new content. Opened/closed-without-write are left
@@ -45,11 +46,6 @@ _EVENTS: list[type[FileSystemEvent]] = [
     FileDeletedEvent,
     FileClosedEvent,
 ]
-
-# Editors' and downloaders' temporary files: never a finished conversation.
-# Dotfiles (".#x" Emacs locks, ".x.swp" Vim swap) are ignored by the dot rule.
-_TEMP_SUFFIXES = ("~", ".tmp", ".part", ".swp", ".swx", ".crdownload")
-_TEMP_NAMES = frozenset({"4913"})  # Vim probes a directory's writability with it
 
 
 class WatcherError(Exception):
@@ -144,19 +140,6 @@ class Watcher:
         except Exception:
             # An exception here would kill watchdog's thread and every later hint.
             log.exception("hint handler failed for %s", path)
-
-
-def wanted(relative: PurePath, pattern: str, *, recursive: bool) -> bool:
-    """Whether a path relative to the watch root names a conversation file."""
-    if not relative.parts or (len(relative.parts) > 1 and not recursive):
-        return False
-    # Hidden directories too (.git, .chainlit): nothing in them is a conversation.
-    if any(part.startswith(".") for part in relative.parts):
-        return False
-    name = relative.name
-    if name in _TEMP_NAMES or name.endswith(_TEMP_SUFFIXES):
-        return False
-    return fnmatch.fnmatchcase(name, pattern)
 
 
 class _Handler(FileSystemEventHandler):

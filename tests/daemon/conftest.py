@@ -29,7 +29,7 @@ class Harness:
         from labelsync.files import scan
 
         tally = self.engine.prepare()
-        tally.update(self.engine.sync(scan(self.root)))
+        tally.update(self.engine.sync(scan(self.root)).tally)
         return dict(tally)
 
 

@@ -137,7 +137,8 @@ def _summary(console: Any, tally: Counter[str], elapsed: float, dry_run: bool, q
 
 
 @contextmanager
-def _engine(settings: Settings, stop: threading.Event, forever: bool = False) -> Iterator[Any]:
+def _engine(settings: Settings, stop: threading.Event, policy: Any = None,
+            check: bool = True) -> Iterator[Any]:
     from labelsync.delivery import Delivery, RetryPolicy
     from labelsync.engine import Engine, EngineConfig
     from labelsync.labelstudio import LabelStudio
@@ -146,10 +147,10 @@ def _engine(settings: Settings, stop: threading.Event, forever: bool = False) ->
     settings.require("label_studio_api_key", "label_studio_project_id")
     assert settings.label_studio_project_id is not None
     ls = LabelStudio(settings.label_studio_url, settings.api_key,
-                     settings.label_studio_project_id, settings.timeout_s)
-    policy = RetryPolicy(attempts=None if forever else settings.retry_attempts)
-    # Checked before anything else so a wrong key or project is one clear line.
-    Delivery(ls, stop, policy).call(ls.project_title)
+                     settings.label_studio_project_id, settings.timeout_seconds)
+    delivery = Delivery(ls, stop, policy or RetryPolicy(attempts=settings.retry_attempts))
+    if check:  # a wrong key or project is one clear line before anything else happens
+        delivery.call(ls.project_title)
     state, lock = open_state_dir(settings.state_dir)
     try:
         config = EngineConfig(
@@ -157,7 +158,7 @@ def _engine(settings: Settings, stop: threading.Event, forever: bool = False) ->
             batch_size=settings.batch_size, max_file_bytes=settings.max_file_bytes,
             fields=settings.fields,
         )
-        yield Engine(state, ls, Delivery(ls, stop, policy), config, stop)
+        yield Engine(state, ls, delivery, config, stop)
     finally:
         state.close()
         lock.release()
@@ -175,6 +176,54 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# -- run -----------------------------------------------------------------------------------
+@cli.command()
+@click.option("--polling", is_flag=True, default=None,
+              help="Poll the directory instead of inotify (network filesystems).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="json: one JSON object a line, for log shippers.")
+@click.pass_context
+def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> None:
+    """Watch LABELSYNC_WATCH_DIR and sync each conversation once it settles."""
+    import os
+
+    from labelsync.delivery import RetryPolicy
+    from labelsync.metrics import Metrics, MetricsError
+    from labelsync.run import Daemon, RunConfig
+    from labelsync.sdnotify import Notifier
+
+    settings = _settings(ctx, polling=polling, log_format=log_format)
+    logs.setup(settings.log_level, settings.log_format)
+    root = settings.watch_dir
+    if not root.is_dir():
+        raise _Fail(f"configuration: LABELSYNC_WATCH_DIR {root} is not a directory")
+    stop = threading.Event()
+    metrics = Metrics() if settings.metrics_addr else None
+    server = None
+    # Short retries inside one sync keep the loop (and its watchdog pings) moving;
+    # the daemon's own backoff takes over between syncs.
+    policy = RetryPolicy(attempts=2, initial_s=0.5, max_s=2.0)
+    with _user_errors(), _stop_on_signals(stop), _engine(settings, stop, policy,
+                                                         check=False) as engine:
+        if metrics is not None and settings.metrics_addr:
+            try:
+                server = metrics.serve(settings.metrics_addr)
+            except MetricsError as exc:
+                raise _Fail(f"configuration: LABELSYNC_METRICS_ADDR: {exc}") from None
+        config = RunConfig(
+            quiet_s=settings.quiet_seconds, max_wait_s=settings.max_wait_seconds,
+            settle_s=min(settings.settle_seconds, settings.quiet_seconds), flush_s=settings.flush_seconds,
+            rescan_s=settings.rescan_seconds, pattern=settings.pattern,
+            recursive=settings.recursive, polling=settings.polling,
+            polling_interval_s=settings.polling_interval_seconds,
+        )
+        try:
+            Daemon(engine, config, stop, Notifier.from_environ(os.environ), metrics).serve()
+        finally:
+            if server is not None:
+                server.close()
 
 
 # -- status --------------------------------------------------------------------------------
@@ -286,7 +335,7 @@ def init_project(ctx: click.Context, template: str, title: str) -> None:
     with _user_errors():
         settings.require("label_studio_api_key")
     label_config = load_template(template)
-    ls = LabelStudio(settings.label_studio_url, settings.api_key, 0, settings.timeout_s)
+    ls = LabelStudio(settings.label_studio_url, settings.api_key, 0, settings.timeout_seconds)
     with _user_errors():
         project_id = ls.create_project(title, label_config,
                                        "Conversations synced by labelsync. One task per version.")

@@ -32,8 +32,12 @@ class LabelStudioError(Exception):
 
 
 class Unavailable(LabelStudioError):
-    def __init__(self, what: str, *, outcome_unknown: bool, retry_after_s: float | None = None):
+    """kind: unreachable | timeout | server (5xx, 408) | throttled (429)."""
+
+    def __init__(self, what: str, *, kind: str, outcome_unknown: bool,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(what)
+        self.kind = kind
         self.outcome_unknown = outcome_unknown
         self.retry_after_s = retry_after_s
 
@@ -190,14 +194,16 @@ class LabelStudio:
         except ApiError as exc:
             raise self._classify(what, exc) from None
         except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise Unavailable(f"{what}: cannot connect to {self.url}", outcome_unknown=False) from None
+            raise Unavailable(f"{what}: cannot connect to {self.url}", kind="unreachable",
+                              outcome_unknown=False) from None
         except httpx.TimeoutException:
             raise Unavailable(
-                f"{what}: no answer within {self.timeout_s:g} s (LABELSYNC_TIMEOUT_S)",
-                outcome_unknown=importing,
+                f"{what}: no answer within {self.timeout_s:g} s (LABELSYNC_TIMEOUT_SECONDS)",
+                kind="timeout", outcome_unknown=importing,
             ) from None
         except httpx.HTTPError as exc:
-            raise Unavailable(f"{what}: {type(exc).__name__}", outcome_unknown=importing) from None
+            raise Unavailable(f"{what}: connection lost ({type(exc).__name__})", kind="unreachable",
+                              outcome_unknown=importing) from None
 
     def _classify(self, what: str, exc: ApiError) -> LabelStudioError:
         status = exc.status_code or 0
@@ -217,6 +223,7 @@ class LabelStudio:
         if status in _RETRYABLE_STATUS or status >= 500:
             return Unavailable(
                 f"{what}: HTTP {status}{detail}",
+                kind="throttled" if status == 429 else "server",
                 outcome_unknown=status >= 500 or status == 408,
                 retry_after_s=_retry_after(exc.headers or {}),
             )

@@ -20,7 +20,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 log = logging.getLogger(__name__)
 
 # A closed set of labels, so a surprise error cannot create unbounded series.
-LABEL_STUDIO_ERROR_KINDS = ("unreachable", "timeout", "auth", "rejected", "server", "other")
+LABEL_STUDIO_ERROR_KINDS = (
+    "unreachable", "timeout", "auth", "rejected", "server", "throttled", "other",
+)
 
 # From a fast import (sub-second) to a file held back by max_wait (minutes).
 _LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800)

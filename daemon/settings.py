@@ -12,7 +12,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -52,6 +59,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LABELSYNC_",
         env_file=".env",
+        env_ignore_empty=True,  # "KEY=" in an env file means "use the default"
         extra="ignore",
         populate_by_name=True,
         validate_default=True,
@@ -74,8 +82,18 @@ class Settings(BaseSettings):
     min_turns: int = Field(2, ge=0)
     batch_size: int = Field(500, ge=1, le=10_000)
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_seconds: float = Field(30.0, gt=0)
     retry_attempts: int = Field(8, ge=1)
+
+    # Watch mode (`labelsync run`).
+    quiet_seconds: float = Field(300.0, gt=0)
+    max_wait_seconds: float = Field(3600.0, gt=0)
+    settle_seconds: float = Field(2.0, ge=0)
+    flush_seconds: float = Field(1.0, ge=0)
+    rescan_seconds: float = Field(300.0, gt=0)
+    polling: bool = False
+    polling_interval_seconds: float = Field(2.0, gt=0)
+    metrics_addr: str | None = None
 
     id_fields: Annotated[list[str], NoDecode] = list(DEFAULT_ID_FIELDS)
     messages_fields: Annotated[list[str], NoDecode] = list(DEFAULT_MESSAGES_FIELDS)
@@ -94,6 +112,12 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _clocks(self) -> Settings:
+        if self.max_wait_seconds < self.quiet_seconds:
+            raise ValueError("LABELSYNC_MAX_WAIT_SECONDS must be at least LABELSYNC_QUIET_SECONDS")
+        return self
 
     @field_validator("label_studio_url")
     @classmethod
@@ -177,7 +201,9 @@ def load(config_file: Path | None = None, **overrides: Any) -> Settings:
 
 
 def _problem(error: Any) -> str:
-    field = str(error["loc"][0]).lower() if error["loc"] else "?"
+    if not error["loc"]:  # a rule between settings; its message names them
+        return str(error["msg"]).removeprefix("Value error, ")
+    field = str(error["loc"][0]).lower()
     name = {
         "label_studio_url": "LABEL_STUDIO_URL",
         "label_studio_api_key": "LABEL_STUDIO_API_KEY",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 from collections import Counter
@@ -51,7 +50,9 @@ def _user_errors() -> Iterator[None]:
     except LabelStudioError as exc:
         raise _Fail(f"Label Studio: {exc}") from None
     except Stopped:
-        raise _Fail("stopped before the run finished; the next run picks up where this one ended") from None
+        raise _Fail(
+            "stopped before the run finished; the next run picks up where this one ended"
+        ) from None
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
@@ -84,8 +85,11 @@ def backfill(ctx: click.Context, directory: Path | None, dry_run: bool, verbose:
 
     settings = _settings(ctx, watch_dir=directory)
     console = Console(stderr=True)
-    logs.setup("info" if verbose else "warning", settings.log_format,
-               None if settings.log_format == "json" else RichHandler(console=console, show_path=False))
+    logs.setup(
+        "info" if verbose else "warning",
+        settings.log_format,
+        None if settings.log_format == "json" else RichHandler(console=console, show_path=False),
+    )
     root = settings.watch_dir
     if not root.is_dir():
         raise _Fail(f"configuration: {root} is not a directory (LABELSYNC_WATCH_DIR or DIRECTORY)")
@@ -94,18 +98,28 @@ def backfill(ctx: click.Context, directory: Path | None, dry_run: bool, verbose:
         started = time.monotonic()
         recovered = engine.prepare()
         files = list(scan(root, settings.pattern, settings.recursive))
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=False,
-                      disable=not console.is_terminal) as progress:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(
+            *columns, console=console, transient=False, disable=not console.is_terminal
+        ) as progress:
             bar = progress.add_task("dry run" if dry_run else "syncing", total=len(files))
-            tally = engine.sync(files, dry_run=dry_run,
-                                progress=lambda n: progress.advance(bar, n)).tally
+            tally = engine.sync(
+                files, dry_run=dry_run, progress=lambda n: progress.advance(bar, n)
+            ).tally
         tally.update(recovered)
         elapsed = time.monotonic() - started
         quarantined = engine.state.problem_files("quarantined")
-        engine.state.set_meta("last_backfill", json.dumps(
-            {"at": time.time(), "dir": str(root), "seconds": round(elapsed, 3), **tally}))
+        engine.state.set_meta(
+            "last_backfill",
+            json.dumps(
+                {"at": time.time(), "dir": str(root), "seconds": round(elapsed, 3), **tally}
+            ),
+        )
     _summary(console, tally, elapsed, dry_run, len(quarantined))
     if stop.is_set():
         raise _Fail("interrupted; the next run picks up where this one ended")
@@ -122,14 +136,20 @@ def _summary(console: Any, tally: Counter[str], elapsed: float, dry_run: bool, q
     from labelsync.engine import OUTCOMES
 
     labels = {
-        "files": "files seen", "unchanged": "unchanged since last run",
-        "new_tasks": "new conversations (version 1)", "new_versions": "new versions (2, 3, ...)",
-        "duplicates": "same content as a sent version", "waiting": "waiting for more turns",
-        "quarantined": "quarantined in this run", "changing": "still being written (next run)",
+        "files": "files seen",
+        "unchanged": "unchanged since last run",
+        "new_tasks": "new conversations (version 1)",
+        "new_versions": "new versions (2, 3, ...)",
+        "duplicates": "same content as a sent version",
+        "waiting": "waiting for more turns",
+        "quarantined": "quarantined in this run",
+        "changing": "still being written (next run)",
         "recovered": "recovered from Label Studio",
     }
-    table = Table(title=("dry run: nothing sent" if dry_run else "backfill") +
-                  f" in {elapsed:.1f} s", show_header=False)
+    table = Table(
+        title=("dry run: nothing sent" if dry_run else "backfill") + f" in {elapsed:.1f} s",
+        show_header=False,
+    )
     for key in OUTCOMES:
         table.add_row(labels[key], str(tally.get(key, 0)))
     table.add_row("quarantined files in all", str(q))
@@ -137,8 +157,9 @@ def _summary(console: Any, tally: Counter[str], elapsed: float, dry_run: bool, q
 
 
 @contextmanager
-def _engine(settings: Settings, stop: threading.Event, policy: Any = None,
-            check: bool = True) -> Iterator[Any]:
+def _engine(
+    settings: Settings, stop: threading.Event, policy: Any = None, check: bool = True
+) -> Iterator[Any]:
     from labelsync.delivery import Delivery, RetryPolicy
     from labelsync.engine import Engine, EngineConfig
     from labelsync.labelstudio import LabelStudio
@@ -146,16 +167,22 @@ def _engine(settings: Settings, stop: threading.Event, policy: Any = None,
 
     settings.require("label_studio_api_key", "label_studio_project_id")
     assert settings.label_studio_project_id is not None
-    ls = LabelStudio(settings.label_studio_url, settings.api_key,
-                     settings.label_studio_project_id, settings.timeout_seconds)
+    ls = LabelStudio(
+        settings.label_studio_url,
+        settings.api_key,
+        settings.label_studio_project_id,
+        settings.timeout_seconds,
+    )
     delivery = Delivery(ls, stop, policy or RetryPolicy(attempts=settings.retry_attempts))
     if check:  # a wrong key or project is one clear line before anything else happens
         delivery.call(ls.project_title)
     state, lock = open_state_dir(settings.state_dir)
     try:
         config = EngineConfig(
-            root=settings.watch_dir, min_turns=settings.min_turns,
-            batch_size=settings.batch_size, max_file_bytes=settings.max_file_bytes,
+            root=settings.watch_dir,
+            min_turns=settings.min_turns,
+            batch_size=settings.batch_size,
+            max_file_bytes=settings.max_file_bytes,
             fields=settings.fields,
         )
         yield Engine(state, ls, delivery, config, stop)
@@ -167,6 +194,7 @@ def _engine(settings: Settings, stop: threading.Event, policy: Any = None,
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGTERM and SIGINT only set the stop event; every wait in labelsync watches it."""
+
     def handle(signum: int, frame: Any) -> None:
         stop.set()
 
@@ -180,10 +208,18 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 # -- run -----------------------------------------------------------------------------------
 @cli.command()
-@click.option("--polling", is_flag=True, default=None,
-              help="Poll the directory instead of inotify (network filesystems).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
-              help="json: one JSON object a line, for log shippers.")
+@click.option(
+    "--polling",
+    is_flag=True,
+    default=None,
+    help="Poll the directory instead of inotify (network filesystems).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="json: one JSON object a line, for log shippers.",
+)
 @click.pass_context
 def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> None:
     """Watch LABELSYNC_WATCH_DIR and sync each conversation once it settles."""
@@ -205,18 +241,25 @@ def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> Non
     # Short retries inside one sync keep the loop (and its watchdog pings) moving;
     # the daemon's own backoff takes over between syncs.
     policy = RetryPolicy(attempts=2, initial_s=0.5, max_s=2.0)
-    with _user_errors(), _stop_on_signals(stop), _engine(settings, stop, policy,
-                                                         check=False) as engine:
+    with (
+        _user_errors(),
+        _stop_on_signals(stop),
+        _engine(settings, stop, policy, check=False) as engine,
+    ):
         if metrics is not None and settings.metrics_addr:
             try:
                 server = metrics.serve(settings.metrics_addr)
             except MetricsError as exc:
                 raise _Fail(f"configuration: LABELSYNC_METRICS_ADDR: {exc}") from None
         config = RunConfig(
-            quiet_s=settings.quiet_seconds, max_wait_s=settings.max_wait_seconds,
-            settle_s=min(settings.settle_seconds, settings.quiet_seconds), flush_s=settings.flush_seconds,
-            rescan_s=settings.rescan_seconds, pattern=settings.pattern,
-            recursive=settings.recursive, polling=settings.polling,
+            quiet_s=settings.quiet_seconds,
+            max_wait_s=settings.max_wait_seconds,
+            settle_s=min(settings.settle_seconds, settings.quiet_seconds),
+            flush_s=settings.flush_seconds,
+            rescan_s=settings.rescan_seconds,
+            pattern=settings.pattern,
+            recursive=settings.recursive,
+            polling=settings.polling,
             polling_interval_s=settings.polling_interval_seconds,
         )
         try:
@@ -237,7 +280,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     settings = _settings(ctx)
     path = settings.state_dir / STATE_FILE
     if not path.exists():
-        raise _Fail(f"no state yet in {settings.state_dir} (run `labelsync backfill` or `labelsync run`)")
+        raise _Fail(
+            f"no state yet in {settings.state_dir} (run `labelsync backfill` or `labelsync run`)"
+        )
     with _user_errors():
         state = State.open(path)
     try:
@@ -248,7 +293,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
             "counts": state.counts(),
             "last_backfill": json.loads(state.get_meta("last_backfill") or "null"),
             "daemon": json.loads(state.get_meta("daemon") or "null"),
-            "quarantined": [{"path": p, "reason": r} for p, r in state.problem_files("quarantined")],
+            "quarantined": [
+                {"path": p, "reason": r} for p, r in state.problem_files("quarantined")
+            ],
             "waiting": [{"path": p, "reason": r} for p, r in state.problem_files("waiting")],
         }
     finally:
@@ -259,16 +306,22 @@ def status(ctx: click.Context, as_json: bool) -> None:
     counts = report["counts"]
     click.echo(f"state:          {report['state_dir']}")
     click.echo(f"project:        {report['project_id'] or '-'} at {report['label_studio'] or '-'}")
-    click.echo(f"conversations:  {counts.get('conversations', 0)} in "
-               f"{counts.get('tasks', 0)} tasks (versions)")
-    click.echo(f"files:          {counts.get('files_synced', 0)} synced, "
-               f"{counts.get('files_waiting', 0)} waiting for more turns, "
-               f"{counts.get('files_quarantined', 0)} quarantined")
+    click.echo(
+        f"conversations:  {counts.get('conversations', 0)} in "
+        f"{counts.get('tasks', 0)} tasks (versions)"
+    )
+    click.echo(
+        f"files:          {counts.get('files_synced', 0)} synced, "
+        f"{counts.get('files_waiting', 0)} waiting for more turns, "
+        f"{counts.get('files_quarantined', 0)} quarantined"
+    )
     click.echo(f"outbox:         {counts.get('outbox', 0)} imports of unknown outcome")
     if report["last_backfill"]:
         b = report["last_backfill"]
-        click.echo(f"last backfill:  {_ago(b['at'])}: {b.get('new_tasks', 0)} new tasks, "
-                   f"{b.get('new_versions', 0)} new versions in {b['seconds']} s")
+        click.echo(
+            f"last backfill:  {_ago(b['at'])}: {b.get('new_tasks', 0)} new tasks, "
+            f"{b.get('new_versions', 0)} new versions in {b['seconds']} s"
+        )
     if report["daemon"]:
         d = report["daemon"]
         click.echo(f"daemon:         {d.get('status', '?')} (updated {_ago(d.get('at', 0))})")
@@ -313,8 +366,10 @@ def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
             f"sync key {conversation.sync_key}"
         )
         if turns < settings.min_turns:
-            click.echo(f"{path}: note: waits until it has {settings.min_turns} user turns "
-                       "(LABELSYNC_MIN_TURNS)")
+            click.echo(
+                f"{path}: note: waits until it has {settings.min_turns} user turns "
+                "(LABELSYNC_MIN_TURNS)"
+            )
         roles = {m.role for m in conversation.messages} - {"user", "assistant", "system", "tool"}
         if roles:
             click.echo(f"{path}: note: unknown roles {sorted(roles)} are shown as they are")
@@ -323,8 +378,12 @@ def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
 
 # -- init-project --------------------------------------------------------------------------
 @cli.command("init-project")
-@click.option("--template", default="community", show_default=True,
-              help="community, enterprise (the <Chat> tag; paid editions only) or a path to an XML file.")
+@click.option(
+    "--template",
+    default="community",
+    show_default=True,
+    help="community, enterprise (the <Chat> tag; paid editions only) or a path to an XML file.",
+)
 @click.option("--title", default="Chatbot conversation evaluation", show_default=True)
 @click.pass_context
 def init_project(ctx: click.Context, template: str, title: str) -> None:
@@ -337,11 +396,15 @@ def init_project(ctx: click.Context, template: str, title: str) -> None:
     label_config = load_template(template)
     ls = LabelStudio(settings.label_studio_url, settings.api_key, 0, settings.timeout_seconds)
     with _user_errors():
-        project_id = ls.create_project(title, label_config,
-                                       "Conversations synced by labelsync. One task per version.")
+        project_id = ls.create_project(
+            title, label_config, "Conversations synced by labelsync. One task per version."
+        )
     click.echo(project_id)
-    click.echo(f"created project {project_id} at {settings.label_studio_url}/projects/{project_id}; "
-               f"set LABEL_STUDIO_PROJECT_ID={project_id}", err=True)
+    click.echo(
+        f"created project {project_id} at {settings.label_studio_url}/projects/{project_id}; "
+        f"set LABEL_STUDIO_PROJECT_ID={project_id}",
+        err=True,
+    )
 
 
 def load_template(template: str) -> str:
@@ -358,4 +421,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

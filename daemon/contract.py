@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import PurePath
 from typing import Any
 
@@ -94,7 +95,7 @@ class Conversation:
     def user_turns(self) -> int:
         return sum(1 for m in self.messages if m.role == "user")
 
-    @property
+    @cached_property
     def sync_key(self) -> str:
         """Deterministic key for (conversation, content), stored in the task's data.
 
@@ -127,12 +128,15 @@ def parse(raw: bytes, file_name: str, fields: Fields = Fields()) -> Conversation
         ) from None
     if not isinstance(doc, dict):
         raise InvalidConversation(f"top level is a JSON {_json_type(doc)}, expected an object")
-    if _depth(doc) > MAX_DEPTH:
+    # Only a document with more brackets than the limit can nest deeper than it.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(doc) > MAX_DEPTH:
         raise InvalidConversation(f"nests deeper than {MAX_DEPTH} levels")
     return from_document(doc, file_name, fields)
 
 
-def from_document(doc: Mapping[str, Any], file_name: str, fields: Fields = Fields()) -> Conversation:
+def from_document(
+    doc: Mapping[str, Any], file_name: str, fields: Fields = Fields()
+) -> Conversation:
     messages_key = next((k for k in fields.messages_fields if k in doc), None)
     if messages_key is None:
         wanted = " or ".join(f'"{k}"' for k in fields.messages_fields)

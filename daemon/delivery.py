@@ -19,7 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_never
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+)
 
 from labelsync.labelstudio import BadTasks, LabelStudio, Unavailable
 
@@ -93,7 +99,9 @@ class Delivery:
             self._send(items[:middle], result, False)
             self._send(items[middle:], result, False)
 
-    def _import_retrying(self, items: list[Outgoing], result: Delivered, resolve_first: bool) -> None:
+    def _import_retrying(
+        self, items: list[Outgoing], result: Delivered, resolve_first: bool
+    ) -> None:
         pending = {item.sync_key: item for item in items}
         unknown = resolve_first
         for attempt in self._retrying():
@@ -141,6 +149,8 @@ class Delivery:
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
-        log.warning("Label Studio unavailable (%s); retry %d in %.1f s", exc, state.attempt_number, delay)
+        log.warning(
+            "Label Studio unavailable (%s); retry %d in %.1f s", exc, state.attempt_number, delay
+        )
         if self._on_retry:
             self._on_retry(str(exc), delay)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from labelsync.contract import Conversation, Fields, InvalidConversation, parse
 from labelsync.delivery import Delivery, Outgoing, Stopped
 from labelsync.files import FileRead, FileStat, TooLarge, Unsettled, read_stable
 from labelsync.labelstudio import LabelStudio
-from labelsync.plan import NewVersion, Quarantine, Skip, Wait, plan
+from labelsync.plan import NewVersion, Skip, Wait, plan
 from labelsync.state import FileRecord, Pending, State, VersionRecord
 from labelsync.task import build_task
 
@@ -34,8 +35,15 @@ log = logging.getLogger(__name__)
 
 # Tally keys, in the order the backfill summary prints them.
 OUTCOMES = (
-    "files", "unchanged", "new_tasks", "new_versions", "duplicates",
-    "waiting", "quarantined", "changing", "recovered",
+    "files",
+    "unchanged",
+    "new_tasks",
+    "new_versions",
+    "duplicates",
+    "waiting",
+    "quarantined",
+    "changing",
+    "recovered",
 )
 
 
@@ -45,7 +53,7 @@ class EngineConfig:
     min_turns: int = 2
     batch_size: int = 500
     max_file_bytes: int = 10 * 1024 * 1024
-    fields: Fields = Fields()
+    fields: Fields = field(default_factory=Fields)
 
 
 @dataclass
@@ -61,6 +69,23 @@ class SyncReport:
 class _Parsed:
     read: FileRead
     parsed: Conversation | InvalidConversation
+
+
+_FileUpdate = tuple[str, FileStat, str, str | None, str, str | None]
+
+
+@dataclass
+class _Reads:
+    """One chunk as the reader thread leaves it for planning."""
+
+    to_plan: list[_Parsed] = field(default_factory=list)
+    updates: list[_FileUpdate] = field(default_factory=list)
+    tally: Counter[str] = field(default_factory=Counter)
+    unsettled: list[Path] = field(default_factory=list)
+
+    def merge_into(self, report: SyncReport) -> None:
+        report.tally.update(self.tally)
+        report.unsettled.extend(self.unsettled)
 
 
 class Engine:
@@ -114,14 +139,21 @@ class Engine:
         found = self.delivery.resolve([p.sync_key for p in pending])
         by_key = {p.sync_key: p for p in pending}
         with self.state.transaction() as db:
-            self.state.add_versions(db, [
-                VersionRecord(p.thread_id, p.version, p.sync_key, found[p.sync_key], p.source_file)
-                for p in pending if p.sync_key in found
-            ])
+            self.state.add_versions(
+                db,
+                [
+                    VersionRecord(
+                        p.thread_id, p.version, p.sync_key, found[p.sync_key], p.source_file
+                    )
+                    for p in pending
+                    if p.sync_key in found
+                ],
+            )
             self.state.drop_outbox(db, by_key)
         log.info(
             "outbox resolved: %d imported before the interruption, %d to send again",
-            len(found), len(pending) - len(found),
+            len(found),
+            len(pending) - len(found),
         )
         return len(found)
 
@@ -141,32 +173,51 @@ class Engine:
         if not dry_run:
             report.tally["recovered"] += self._resolve_outbox()
         ordered = _oldest_first(paths)
-        for start in range(0, len(ordered), self.config.batch_size):
-            if self.stop.is_set():
-                break
-            chunk = ordered[start : start + self.config.batch_size]
-            self._sync_chunk(chunk, report, dry_run)
-            if progress:
-                progress(len(chunk))
+        chunks = [
+            ordered[i : i + self.config.batch_size]
+            for i in range(0, len(ordered), self.config.batch_size)
+        ]
+        # Reading and parsing the next chunk overlaps with delivering this one: the
+        # import is spent waiting on Label Studio, and the reader needs no state.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelsync-read") as reader:
+            pending = self._read_ahead(reader, chunks, 0)
+            for index in range(len(chunks)):
+                reads = pending.result() if pending else _Reads()
+                pending = self._read_ahead(reader, chunks, index + 1)
+                if self.stop.is_set():
+                    break
+                reads.merge_into(report)
+                self._plan_and_deliver(reads, report, dry_run)
+                if progress:
+                    progress(len(chunks[index]))
         return report
 
-    def _sync_chunk(
-        self, chunk: Sequence[tuple[Path, FileStat]], report: SyncReport, dry_run: bool
-    ) -> None:
-        tally = report.tally
-        known = self.state.files_for(str(path) for path, _ in chunk)
-        updates: list[tuple[str, FileStat, str, str | None, str, str | None]] = []
-        to_plan: list[_Parsed] = []
-        tally["files"] += len(chunk)
+    def _read_ahead(
+        self, reader: ThreadPoolExecutor, chunks: list[list[tuple[Path, FileStat]]], index: int
+    ) -> Future[_Reads] | None:
+        if index >= len(chunks) or self.stop.is_set():
+            return None
+        known = self.state.files_for(str(path) for path, _ in chunks[index])  # on this thread
+        return reader.submit(self._read_chunk, chunks[index], known)
+
+    def _read_chunk(
+        self, chunk: Sequence[tuple[Path, FileStat]], known: dict[str, FileRecord]
+    ) -> _Reads:
+        """Runs on the reader thread: files only, no state, no shared counters."""
+        reads = _Reads()
+        reads.tally["files"] += len(chunk)
         for path, stat in chunk:
             record = known.get(str(path))
             if record is not None and record.stat == stat:
-                tally["unchanged"] += 1
+                reads.tally["unchanged"] += 1
                 continue
-            item = self._read(path, record, updates, report)
+            item = self._read(path, record, reads)
             if item is not None:
-                to_plan.append(item)
+                reads.to_plan.append(item)
+        return reads
 
+    def _plan_and_deliver(self, reads: _Reads, report: SyncReport, dry_run: bool) -> None:
+        tally, updates, to_plan = report.tally, reads.updates, reads.to_plan
         sent_by_thread = {
             thread: {v.sync_key: v.version for v in versions}
             for thread, versions in self.state.versions_of(
@@ -174,21 +225,26 @@ class Engine:
             ).items()
         }
         outgoing: list[tuple[_Parsed, int]] = []
-        for item, decision in plan(((p, p.parsed) for p in to_plan), sent_by_thread,
-                                   self.config.min_turns):
+        for item, decision in plan(
+            ((p, p.parsed) for p in to_plan), sent_by_thread, self.config.min_turns
+        ):
             read, thread = item.read, _thread(item.parsed)
             if isinstance(decision, NewVersion):
                 outgoing.append((item, decision.version))
-            elif isinstance(decision, Skip):
+                continue
+            if isinstance(decision, Skip):
                 tally["duplicates"] += 1
-                updates.append((str(read.path), read.stat, read.sha256, thread, "synced", decision.reason))
+                status = "synced"
             elif isinstance(decision, Wait):
                 tally["waiting"] += 1
-                updates.append((str(read.path), read.stat, read.sha256, thread, "waiting", decision.reason))
-            elif isinstance(decision, Quarantine):
+                status = "waiting"
+            else:
                 tally["quarantined"] += 1
+                status = "quarantined"
                 log.warning("quarantined %s: %s", read.path, decision.reason)
-                updates.append((str(read.path), read.stat, read.sha256, thread, "quarantined", decision.reason))
+            updates.append(
+                (str(read.path), read.stat, read.sha256, thread, status, decision.reason)
+            )
 
         if dry_run:
             for _, version in outgoing:
@@ -196,30 +252,26 @@ class Engine:
             return
         self._deliver(outgoing, updates, report)
 
-    def _read(
-        self,
-        path: Path,
-        record: FileRecord | None,
-        updates: list[tuple[str, FileStat, str, str | None, str, str | None]],
-        report: SyncReport,
-    ) -> _Parsed | None:
-        tally = report.tally
+    def _read(self, path: Path, record: FileRecord | None, reads: _Reads) -> _Parsed | None:
         try:
             read = read_stable(path, self.config.max_file_bytes)
         except Unsettled:
-            tally["changing"] += 1  # picked up on the next pass, never quarantined
-            report.unsettled.append(path)
+            reads.tally["changing"] += 1  # picked up on the next pass, never quarantined
+            reads.unsettled.append(path)
             return None
         except TooLarge as exc:
-            tally["quarantined"] += 1
+            reads.tally["quarantined"] += 1
             log.warning("quarantined %s: %s", path, exc)
-            updates.append((str(path), FileStat.of(os.stat(path)), "", None, "quarantined", str(exc)))
+            reads.updates.append(
+                (str(path), FileStat.of(os.stat(path)), "", None, "quarantined", str(exc))
+            )
             return None
         if record is not None and record.sha256 == read.sha256:
             # Touched, not changed (same bytes): keep the decision, learn the new stat.
-            tally["unchanged"] += 1
-            updates.append((str(path), read.stat, read.sha256, record.thread_id, record.status,
-                            record.reason))
+            reads.tally["unchanged"] += 1
+            reads.updates.append(
+                (str(path), read.stat, read.sha256, record.thread_id, record.status, record.reason)
+            )
             return None
         try:
             return _Parsed(read, parse(read.raw, path.name, self.config.fields))
@@ -229,7 +281,7 @@ class Engine:
     def _deliver(
         self,
         outgoing: list[tuple[_Parsed, int]],
-        updates: list[tuple[str, FileStat, str, str | None, str, str | None]],
+        updates: list[_FileUpdate],
         report: SyncReport,
     ) -> None:
         tally = report.tally
@@ -240,9 +292,13 @@ class Engine:
             conversation = item.parsed
             assert isinstance(conversation, Conversation)
             source = _relative(item.read.path, root)
-            batch.append((item, Pending(conversation.sync_key, conversation.thread_id, version,
-                                        source, now),
-                          Outgoing(conversation.sync_key, build_task(conversation, version, source))))
+            batch.append(
+                (
+                    item,
+                    Pending(conversation.sync_key, conversation.thread_id, version, source, now),
+                    Outgoing(conversation.sync_key, build_task(conversation, version, source)),
+                )
+            )
         with self.state.transaction() as db:
             self.state.put_files(db, updates)
             self.state.put_outbox(db, [pending for _, pending, _ in batch])
@@ -251,25 +307,51 @@ class Engine:
 
         started = time.monotonic()
         delivered = self.delivery.send([out for _, _, out in batch])
-        log.debug("imported %d tasks in %.2f s", len(delivered.task_ids), time.monotonic() - started)
+        log.debug(
+            "imported %d tasks in %.2f s", len(delivered.task_ids), time.monotonic() - started
+        )
 
         versions, files = [], []
         for item, pending, _ in batch:
             read, key = item.read, pending.sync_key
             if key in delivered.task_ids:
                 task_id = delivered.task_ids[key]
-                versions.append(VersionRecord(pending.thread_id, pending.version, key, task_id,
-                                              pending.source_file))
-                files.append((str(read.path), read.stat, read.sha256, pending.thread_id, "synced",
-                              f"version {pending.version}, task {task_id}"))
+                versions.append(
+                    VersionRecord(
+                        pending.thread_id, pending.version, key, task_id, pending.source_file
+                    )
+                )
+                files.append(
+                    (
+                        str(read.path),
+                        read.stat,
+                        read.sha256,
+                        pending.thread_id,
+                        "synced",
+                        f"version {pending.version}, task {task_id}",
+                    )
+                )
                 tally["new_tasks" if pending.version == 1 else "new_versions"] += 1
                 report.sent.append((read.path, read.stat))
-                log.info("sent %s as version %d (task %d) from %s", pending.thread_id,
-                         pending.version, task_id, pending.source_file)
+                log.info(
+                    "sent %s as version %d (task %d) from %s",
+                    pending.thread_id,
+                    pending.version,
+                    task_id,
+                    pending.source_file,
+                )
             else:
                 reason = delivered.rejected.get(key, "not imported")
-                files.append((str(read.path), read.stat, read.sha256, pending.thread_id,
-                              "quarantined", reason))
+                files.append(
+                    (
+                        str(read.path),
+                        read.stat,
+                        read.sha256,
+                        pending.thread_id,
+                        "quarantined",
+                        reason,
+                    )
+                )
                 tally["quarantined"] += 1
                 log.warning("quarantined %s: %s", read.path, reason)
         with self.state.transaction() as db:

@@ -62,7 +62,9 @@ def wanted(relative: PurePath, pattern: str, *, recursive: bool) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
-def scan(root: Path, pattern: str = "*.json", recursive: bool = False) -> Iterator[tuple[Path, FileStat]]:
+def scan(
+    root: Path, pattern: str = "*.json", recursive: bool = False
+) -> Iterator[tuple[Path, FileStat]]:
     """Every conversation file under root with its stat, without reading any."""
     stack = [root]
     while stack:
@@ -71,15 +73,16 @@ def scan(root: Path, pattern: str = "*.json", recursive: bool = False) -> Iterat
             entries = list(os.scandir(directory))
         except FileNotFoundError:
             continue
+        relative_dir = PurePath(os.path.relpath(directory, root)) if directory != root else None
         for entry in entries:
-            path = Path(entry.path)
             try:
                 if entry.is_dir(follow_symlinks=False):
                     if recursive and not entry.name.startswith("."):
-                        stack.append(path)
-                elif entry.is_file() and wanted(path.relative_to(root), pattern,
-                                                recursive=recursive):
-                    yield path, FileStat.of(entry.stat())
+                        stack.append(Path(entry.path))
+                    continue
+                relative = relative_dir / entry.name if relative_dir else PurePath(entry.name)
+                if wanted(relative, pattern, recursive=recursive) and entry.is_file():
+                    yield Path(entry.path), FileStat.of(entry.stat())
             except FileNotFoundError:
                 continue  # deleted between listing and stat
 

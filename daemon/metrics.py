@@ -21,7 +21,13 @@ log = logging.getLogger(__name__)
 
 # A closed set of labels, so a surprise error cannot create unbounded series.
 LABEL_STUDIO_ERROR_KINDS = (
-    "unreachable", "timeout", "auth", "rejected", "server", "throttled", "other",
+    "unreachable",
+    "timeout",
+    "auth",
+    "rejected",
+    "server",
+    "throttled",
+    "other",
 )
 
 # From a fast import (sub-second) to a file held back by max_wait (minutes).

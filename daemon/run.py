@@ -73,7 +73,9 @@ class Daemon:
         self.clock, self.wall = clock, wall
         self.root = engine.config.root
         self.hints: queue.Queue[Path] = queue.Queue()
-        self.settling: Debouncer[Path] = Debouncer(config.quiet_s, config.max_wait_s, config.settle_s)
+        self.settling: Debouncer[Path] = Debouncer(
+            config.quiet_s, config.max_wait_s, config.settle_s
+        )
         # A second, short clock: a file quiet for settle_s is peeked at once, and
         # sent right away if its content says the conversation has ended.
         self.peeking: Debouncer[Path] = Debouncer(max(config.settle_s, 0.01), config.max_wait_s, 0)
@@ -101,8 +103,13 @@ class Daemon:
         self._prepare()
         self._rescan()
         self.notifier.ready(self._status_line())
-        log.info("watching %s (quiet %gs, max wait %gs, %s)", self.root, self.config.quiet_s,
-                 self.config.max_wait_s, "polling" if self.config.polling else "inotify")
+        log.info(
+            "watching %s (quiet %gs, max wait %gs, %s)",
+            self.root,
+            self.config.quiet_s,
+            self.config.max_wait_s,
+            "polling" if self.config.polling else "inotify",
+        )
 
     def main_loop(self) -> None:
         while not self.stop.is_set():
@@ -131,9 +138,14 @@ class Daemon:
 
     def _start_watcher(self) -> None:
         try:
-            self.watcher = Watcher(self.root, self.hints.put, pattern=self.config.pattern,
-                                   recursive=self.config.recursive, polling=self.config.polling,
-                                   polling_interval_s=self.config.polling_interval_s)
+            self.watcher = Watcher(
+                self.root,
+                self.hints.put,
+                pattern=self.config.pattern,
+                recursive=self.config.recursive,
+                polling=self.config.polling,
+                polling_interval_s=self.config.polling_interval_s,
+            )
             self.watcher.start()
         except WatcherError as exc:
             # Scans still find every file, just later: degrade, don't die.
@@ -218,8 +230,9 @@ class Daemon:
         if not self.ready or not self.prepared or now < self.retry_at:
             return False
         oldest = min(self.ready.values())
-        return (len(self.ready) >= self.engine.config.batch_size
-                or now - oldest >= self.config.flush_s)
+        return (
+            len(self.ready) >= self.engine.config.batch_size or now - oldest >= self.config.flush_s
+        )
 
     def _sync(self, now: float) -> None:
         paths = list(self.ready)
@@ -260,7 +273,7 @@ class Daemon:
             delay = _FATAL_RETRY_S
             log.error("%s; %d files waiting; retrying in %.0f s", exc, self.backlog, delay)
         else:
-            ceiling = min(60.0, 2.0 ** self.failures)
+            ceiling = min(60.0, 2.0**self.failures)
             delay = random.uniform(ceiling / 2, ceiling)
             retry_after = getattr(exc, "retry_after_s", None)
             if isinstance(exc, Unavailable) and retry_after:
@@ -299,17 +312,28 @@ class Daemon:
 
     def _status_line(self) -> str:
         t = self.totals
-        line = (f"{self.backlog} waiting, {t['new_tasks']} new tasks, "
-                f"{t['new_versions']} new versions, {t['quarantined']} quarantined")
+        line = (
+            f"{self.backlog} waiting, {t['new_tasks']} new tasks, "
+            f"{t['new_versions']} new versions, {t['quarantined']} quarantined"
+        )
         return f"{line}; last error: {self.last_error}" if self.last_error else line
 
     def _publish(self, status: str) -> None:
         """What `labelsync status` shows about the running daemon."""
-        self.engine.state.set_meta("daemon", json.dumps({
-            "status": status, "at": self.wall(), "backlog": self.backlog,
-            "last_sync": self.last_sync_at, "last_error": self.last_error,
-            "totals": dict(self.totals), "watch_dir": str(self.root),
-        }))
+        self.engine.state.set_meta(
+            "daemon",
+            json.dumps(
+                {
+                    "status": status,
+                    "at": self.wall(),
+                    "backlog": self.backlog,
+                    "last_sync": self.last_sync_at,
+                    "last_error": self.last_error,
+                    "totals": dict(self.totals),
+                    "watch_dir": str(self.root),
+                }
+            ),
+        )
 
 
 def _kind(exc: LabelStudioError) -> str:

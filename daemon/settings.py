@@ -137,8 +137,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML source reads model_config["toml_file"], set per call by load().
         return (
-            init_settings, env_settings, dotenv_settings,
-            TomlConfigSettingsSource(settings_cls), _CredentialSource(settings_cls),
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls),
+            _CredentialSource(settings_cls),
         )
 
     @property
@@ -148,8 +151,10 @@ class Settings(BaseSettings):
     @property
     def fields(self) -> Fields:
         return Fields(
-            tuple(self.id_fields), tuple(self.messages_fields),
-            tuple(self.role_keys), tuple(self.content_keys),
+            tuple(self.id_fields),
+            tuple(self.messages_fields),
+            tuple(self.role_keys),
+            tuple(self.content_keys),
         )
 
     def require(self, *names: str) -> None:
@@ -161,7 +166,8 @@ class Settings(BaseSettings):
         missing = [env.get(n, n) for n in names if getattr(self, n) in (None, "")]
         if missing:
             raise ConfigError(
-                "configuration: " + "; ".join(f"{m} is not set" for m in missing)
+                "configuration: "
+                + "; ".join(f"{m} is not set" for m in missing)
                 + " (environment, .env, --config TOML file, or credentials directory)"
             )
 
@@ -185,16 +191,25 @@ class _CredentialSource(PydanticBaseSettingsSource):
 
 def load(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings, or raise ConfigError naming every bad setting (never the key)."""
-    cls = Settings
+    cls: type[Settings] = Settings
     if config_file is not None:
         if not config_file.is_file():
             raise ConfigError(f"configuration: --config {config_file}: no such file")
-        cls = type("Settings", (Settings,), {
-            "model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})})
+        cls = type(  # type: ignore[assignment]
+            "Settings",
+            (Settings,),
+            {
+                "model_config": SettingsConfigDict(
+                    **{**Settings.model_config, "toml_file": config_file}
+                )
+            },
+        )
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise ConfigError("configuration: " + "; ".join(_problem(e) for e in exc.errors())) from None
+        raise ConfigError(
+            "configuration: " + "; ".join(_problem(e) for e in exc.errors())
+        ) from None
     except ValueError as exc:  # a TOML file or an env value that does not parse
         where = f"{config_file}: " if config_file else ""
         raise ConfigError(f"configuration: {where}{exc}") from None

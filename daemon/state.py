@@ -161,8 +161,12 @@ class State:
                 )
             previous = db.execute("SELECT value FROM meta WHERE key = 'url'").fetchone()
             if previous is not None and previous[0] != url:
-                log.warning("Label Studio URL changed from %s to %s (same project %d)",
-                            previous[0], url, project_id)
+                log.warning(
+                    "Label Studio URL changed from %s to %s (same project %d)",
+                    previous[0],
+                    url,
+                    project_id,
+                )
             db.execute("INSERT OR REPLACE INTO meta VALUES ('url', ?)", (url,))
 
     def get_meta(self, key: str) -> str | None:
@@ -178,9 +182,7 @@ class State:
         rows = self._db.execute(
             "SELECT path, size, mtime_ns, inode, sha256, thread_id, status, reason FROM files"
         )
-        return {
-            r[0]: FileRecord(FileStat(r[1], r[2], r[3]), r[4], r[5], r[6], r[7]) for r in rows
-        }
+        return {r[0]: FileRecord(FileStat(r[1], r[2], r[3]), r[4], r[5], r[6], r[7]) for r in rows}
 
     def files_for(self, paths: Iterable[str]) -> dict[str, FileRecord]:
         found: dict[str, FileRecord] = {}
@@ -228,7 +230,9 @@ class State:
     def counts(self) -> dict[str, int]:
         db = self._db
         counts = {
-            "conversations": db.execute("SELECT COUNT(DISTINCT thread_id) FROM versions").fetchone()[0],
+            "conversations": db.execute(
+                "SELECT COUNT(DISTINCT thread_id) FROM versions"
+            ).fetchone()[0],
             "tasks": db.execute("SELECT COUNT(*) FROM versions").fetchone()[0],
             "outbox": db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
         }

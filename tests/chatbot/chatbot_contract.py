@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,17 +31,9 @@ def assert_follows_contract(data: dict[str, Any]) -> None:
         assert message["timestamp"].endswith("Z")
 
 
-def labelsync_validate(path: Path) -> subprocess.CompletedProcess[str] | None:
-    """Run `labelsync validate` from the venv, or None while it does not exist yet."""
-    exe = Path(sys.executable).with_name("labelsync")
-    labelsync = str(exe) if exe.exists() else shutil.which("labelsync")
-    if labelsync is None:
-        return None
-    probe = subprocess.run(
-        [labelsync, "validate", "--help"], capture_output=True, text=True, check=False
-    )
-    if probe.returncode != 0:  # the entry point exists before the command does
-        return None
+def labelsync_validate(path: Path) -> subprocess.CompletedProcess[str]:
+    """Run the daemon's own `labelsync validate` on a file the chatbot wrote."""
     return subprocess.run(
-        [labelsync, "validate", str(path)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "labelsync.cli", "validate", str(path)],
+        capture_output=True, text=True, check=False,
     )

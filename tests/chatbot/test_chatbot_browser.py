@@ -42,8 +42,39 @@ def test_two_turns_are_written_to_one_conversation_file(two_turn_conversation_fi
     assert two_turn_conversation_file.name == f"conversation_{data['thread_id']}.json"
     assert_follows_contract(data)
     result = labelsync_validate(two_turn_conversation_file)
-    if result is not None:
-        assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_chat_reaches_label_studio_through_labelsync_backfill(
+        two_turn_conversation_file: Path, ls_project, tmp_path: Path):
+    """The whole product: chat in the browser, file on disk, task in Label Studio."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "LABELSYNC_"))}
+    env |= {"LABEL_STUDIO_URL": ls_project.url, "LABEL_STUDIO_API_KEY": ls_project.token,
+            "LABEL_STUDIO_PROJECT_ID": str(ls_project.id),
+            "LABELSYNC_STATE_DIR": str(tmp_path / "labelsync-state")}
+    result = subprocess.run(
+        [sys.executable, "-m", "labelsync.cli", "backfill", str(two_turn_conversation_file.parent)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tasks = httpx.get(f"{ls_project.url}/api/tasks",
+                      params={"project": ls_project.id, "fields": "task_only"},
+                      headers={"Authorization": f"Token {ls_project.token}"}, timeout=60).json()
+    (task,) = tasks["tasks"] if isinstance(tasks, dict) else tasks
+    written = json.loads(two_turn_conversation_file.read_text())
+    assert task["data"]["thread_id"] == written["thread_id"]
+    assert task["data"]["chat"] == [
+        {"role": "user", "content": "What is Label Studio?"},
+        {"role": "assistant", "content": "You said: What is Label Studio?"},
+        {"role": "user", "content": "And what does labelsync add?"},
+        {"role": "assistant", "content": "You said: And what does labelsync add?"},
+    ]
+    assert task["data"]["model"] == "stub-llama:latest" and task["data"]["turn_count"] == 2
 
 
 def test_end_conversation_button_marks_the_file_ended(chat_page, chatbot_app):

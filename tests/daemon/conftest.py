@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,18 +44,31 @@ def conversations(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_engine(ls_project: Any, conversations: Path, tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+def make_engine(
+    ls_project: Any, conversations: Path, tmp_path: Path
+) -> Iterator[Callable[..., Harness]]:
     opened: list[State] = []
 
-    def make(url: str | None = None, timeout_s: float = 10.0, state_name: str = "state.sqlite3",
-             **config: Any) -> Harness:
+    def make(
+        url: str | None = None,
+        timeout_s: float = 10.0,
+        state_name: str = "state.sqlite3",
+        **config: Any,
+    ) -> Harness:
         state_path = tmp_path / state_name
         state = State.open(state_path)
         opened.append(state)
-        ls = LabelStudio(url or ls_project.url, ls_project.token, ls_project.id, timeout_s=timeout_s)
+        ls = LabelStudio(
+            url or ls_project.url, ls_project.token, ls_project.id, timeout_s=timeout_s
+        )
         stop = threading.Event()
-        engine = Engine(state, ls, Delivery(ls, stop, FAST_RETRIES),
-                        EngineConfig(root=conversations, **config), stop)
+        engine = Engine(
+            state,
+            ls,
+            Delivery(ls, stop, FAST_RETRIES),
+            EngineConfig(root=conversations, **config),
+            stop,
+        )
         return Harness(engine, conversations, state_path)
 
     yield make
@@ -67,7 +83,12 @@ def project_tasks(project: Any, project_id: int | None = None) -> list[dict[str,
     while True:
         response = httpx.get(
             f"{project.url}/api/tasks",
-            params={"project": project_id or project.id, "fields": "task_only", "page_size": 1000, "page": page},
+            params={
+                "project": project_id or project.id,
+                "fields": "task_only",
+                "page_size": 1000,
+                "page": page,
+            },
             headers={"Authorization": f"Token {project.token}"},
             timeout=60,
         )
@@ -84,3 +105,31 @@ def project_tasks(project: Any, project_id: int | None = None) -> list[dict[str,
 
 def versions_in(project: Any) -> list[tuple[str, int]]:
     return sorted((t["data"]["thread_id"], t["data"]["version"]) for t in project_tasks(project))
+
+
+LABELSYNC = [sys.executable, "-m", "labelsync.cli"]
+
+
+def run(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LABELSYNC, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def env(ls_project, tmp_path: Path) -> dict[str, str]:
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "LABELSYNC_"))
+    }
+    return {
+        **base,
+        "LABEL_STUDIO_URL": ls_project.url,
+        "LABEL_STUDIO_API_KEY": ls_project.token,
+        "LABEL_STUDIO_PROJECT_ID": str(ls_project.id),
+        "LABELSYNC_STATE_DIR": str(tmp_path / "state"),
+        "LABELSYNC_WATCH_DIR": str(tmp_path / "conversations"),
+        "LABELSYNC_RETRY_ATTEMPTS": "2",
+        "COLUMNS": "200",
+    }

@@ -3,39 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from tests.daemon.conftest import project_tasks
+from tests.daemon.conftest import project_tasks, run
 from tests.support.corpus import write_atomic, write_corpus
-
-LABELSYNC = [sys.executable, "-m", "labelsync.cli"]
-
-
-def run(args: list[str], env: dict[str, str], cwd: Path | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LABELSYNC, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-@pytest.fixture
-def env(ls_project, tmp_path: Path) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("LABEL_STUDIO_", "LABELSYNC_"))}
-    return {
-        **base,
-        "LABEL_STUDIO_URL": ls_project.url,
-        "LABEL_STUDIO_API_KEY": ls_project.token,
-        "LABEL_STUDIO_PROJECT_ID": str(ls_project.id),
-        "LABELSYNC_STATE_DIR": str(tmp_path / "state"),
-        "LABELSYNC_WATCH_DIR": str(tmp_path / "conversations"),
-        "LABELSYNC_RETRY_ATTEMPTS": "2",
-        "COLUMNS": "200",
-    }
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -84,8 +56,9 @@ def test_missing_and_invalid_settings_are_one_line_exit_2(env, tmp_path):
     no_key = {k: v for k, v in env.items() if k != "LABEL_STUDIO_API_KEY"}
     assert_one_line_error(run(["backfill", str(tmp_path)], no_key), "LABEL_STUDIO_API_KEY")
     bad = {**env, "LABELSYNC_MIN_TURNS": "two", "LABEL_STUDIO_PROJECT_ID": "x"}
-    assert_one_line_error(run(["backfill", str(tmp_path)], bad), "LABELSYNC_MIN_TURNS",
-                          "LABEL_STUDIO_PROJECT_ID")
+    assert_one_line_error(
+        run(["backfill", str(tmp_path)], bad), "LABELSYNC_MIN_TURNS", "LABEL_STUDIO_PROJECT_ID"
+    )
 
 
 def test_wrong_key_is_named_and_never_printed(env, tmp_path):
@@ -110,10 +83,15 @@ def test_settings_from_a_toml_file_and_a_credentials_directory(env, ls_project, 
     credentials = tmp_path / "creds"
     credentials.mkdir()
     (credentials / "label-studio-api-key").write_text(ls_project.token + "\n")
-    minimal = {k: v for k, v in env.items()
-               if k not in ("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_PROJECT_ID", "LABELSYNC_WATCH_DIR")}
-    result = run(["--config", str(config), "backfill"],
-                 {**minimal, "CREDENTIALS_DIRECTORY": str(credentials)})
+    minimal = {
+        k: v
+        for k, v in env.items()
+        if k not in ("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_PROJECT_ID", "LABELSYNC_WATCH_DIR")
+    }
+    result = run(
+        ["--config", str(config), "backfill"],
+        {**minimal, "CREDENTIALS_DIRECTORY": str(credentials)},
+    )
     assert result.returncode == 0, result.stderr
     assert len(project_tasks(ls_project)) == 3
 
@@ -131,8 +109,13 @@ def test_the_key_never_reaches_logs_or_the_state_file(env, tmp_path):
 
 def test_validate_tells_a_bot_author_what_is_wrong(env, tmp_path):
     good = tmp_path / "good.json"
-    write_atomic(good, {"thread_id": "t", "messages": [{"role": "user", "content": "hi"},
-                                                        {"role": "assistant", "content": "yo"}]})
+    write_atomic(
+        good,
+        {
+            "thread_id": "t",
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+        },
+    )
     bad = tmp_path / "bad.json"
     bad.write_text('{"messages": [{"role": "user"}]}')
     result = run(["validate", str(good), str(bad)], env)
@@ -149,7 +132,13 @@ def test_init_project_creates_a_project_that_accepts_synced_tasks(env, ls_projec
     project_id = int(result.stdout.strip())
     root = tmp_path / "init"
     write_corpus(root, 2)
-    result = run(["backfill", str(root)], {**env, "LABEL_STUDIO_PROJECT_ID": str(project_id),
-                                           "LABELSYNC_STATE_DIR": str(tmp_path / "s2")})
+    result = run(
+        ["backfill", str(root)],
+        {
+            **env,
+            "LABEL_STUDIO_PROJECT_ID": str(project_id),
+            "LABELSYNC_STATE_DIR": str(tmp_path / "s2"),
+        },
+    )
     assert result.returncode == 0, result.stderr
     assert len(project_tasks(ls_project, project_id)) == 2

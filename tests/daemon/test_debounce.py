@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from labelsync.debounce import Debouncer
 
 QUIET, MAX_WAIT, SETTLE = 10.0, 60.0, 1.0

@@ -16,12 +16,17 @@ def chat(thread: str, *questions: str) -> dict:
     messages = []
     for q in questions:
         messages += [{"role": "user", "content": q}, {"role": "assistant", "content": f"A: {q}"}]
-    return {"session_id": thread, "model": "m", "messages": messages,
-            "metadata": {"thread_id": thread, "team": "support"}}
+    return {
+        "session_id": thread,
+        "model": "m",
+        "messages": messages,
+        "metadata": {"thread_id": thread, "team": "support"},
+    }
 
 
-def test_backfill_sends_each_conversation_once_in_the_task_shape(make_engine, ls_project,
-                                                                 conversations):
+def test_backfill_sends_each_conversation_once_in_the_task_shape(
+    make_engine, ls_project, conversations
+):
     write_corpus(conversations, 40)
     tally = make_engine(batch_size=16).backfill()
     assert tally["new_tasks"] == 40
@@ -33,8 +38,9 @@ def test_backfill_sends_each_conversation_once_in_the_task_shape(make_engine, ls
     assert data["version"] == 1
     assert data["session_id"] == f"{data['thread_id']}_v1"
     assert data["source_file"] == f"conversation_{data['thread_id']}.json"
-    assert all(isinstance(m["content"], str) and m["role"] in ("user", "assistant")
-               for m in data["chat"])
+    assert all(
+        isinstance(m["content"], str) and m["role"] in ("user", "assistant") for m in data["chat"]
+    )
     assert data["turn_count"] == sum(m["role"] == "user" for m in data["chat"])
     assert len(data["sync_key"]) == 32
     tutorial = next(t for t in tasks if t["data"]["thread_id"].endswith("000000"))
@@ -52,7 +58,8 @@ def test_second_run_of_unchanged_directory_imports_nothing(make_engine, ls_proje
 
 
 def test_growing_conversation_becomes_version_2_and_resaves_create_nothing(
-        make_engine, ls_project, conversations):
+    make_engine, ls_project, conversations
+):
     path = conversations / "conversation_t1.json"
     write_atomic(path, chat("t1", "q1", "q2"))
     harness = make_engine()
@@ -74,8 +81,9 @@ def test_growing_conversation_becomes_version_2_and_resaves_create_nothing(
     assert tasks[2]["session_id"] == "t1_v2"
 
 
-def test_snapshot_files_of_one_conversation_become_ordered_versions(make_engine, ls_project,
-                                                                   conversations):
+def test_snapshot_files_of_one_conversation_become_ordered_versions(
+    make_engine, ls_project, conversations
+):
     early = conversations / "conversation_t9_20261124_100000.json"
     late = conversations / "conversation_t9.json"
     write_atomic(early, chat("t9", "q1", "q2"))
@@ -86,8 +94,7 @@ def test_snapshot_files_of_one_conversation_become_ordered_versions(make_engine,
     assert len(by_version[1]["chat"]) == 4 and len(by_version[2]["chat"]) == 6
 
 
-def test_short_conversation_waits_until_it_has_enough_turns(make_engine, ls_project,
-                                                            conversations):
+def test_short_conversation_waits_until_it_has_enough_turns(make_engine, ls_project, conversations):
     path = conversations / "conversation_short.json"
     write_atomic(path, chat("short", "only one question"))
     harness = make_engine(min_turns=2)
@@ -98,8 +105,9 @@ def test_short_conversation_waits_until_it_has_enough_turns(make_engine, ls_proj
     assert versions_in(ls_project) == [("short", 1)]
 
 
-def test_bad_files_are_quarantined_and_never_block_the_others(make_engine, ls_project,
-                                                              conversations):
+def test_bad_files_are_quarantined_and_never_block_the_others(
+    make_engine, ls_project, conversations
+):
     write_corpus(conversations, 5)
     (conversations / "broken.json").write_text('{"messages": [')
     (conversations / "empty.json").write_text('{"messages": []}')
@@ -122,7 +130,8 @@ def test_bad_files_are_quarantined_and_never_block_the_others(make_engine, ls_pr
 
 
 def test_lost_state_directory_is_rebuilt_from_label_studio_without_duplicates(
-        make_engine, ls_project, conversations):
+    make_engine, ls_project, conversations
+):
     write_corpus(conversations, 25)
     make_engine().backfill()
     fresh = make_engine(state_name="new-state.sqlite3")
@@ -133,12 +142,16 @@ def test_lost_state_directory_is_rebuilt_from_label_studio_without_duplicates(
 
 
 def test_import_answered_with_an_error_after_it_happened_is_not_repeated(
-        make_engine, ls_project, conversations):
+    make_engine, ls_project, conversations
+):
     """Label Studio imported the batch but the answer was a 502: resolve by sync_key."""
     write_corpus(conversations, 12)
     with FaultProxy(ls_project.url) as proxy:
-        proxy.add(Fault("POST", f"/api/projects/{ls_project.id}/import", "forward_then_status",
-                        status=502))
+        proxy.add(
+            Fault(
+                "POST", f"/api/projects/{ls_project.id}/import", "forward_then_status", status=502
+            )
+        )
         tally = make_engine(url=proxy.url).backfill()
     assert tally["new_tasks"] == 12
     assert len(project_tasks(ls_project)) == 12
@@ -146,24 +159,34 @@ def test_import_answered_with_an_error_after_it_happened_is_not_repeated(
     assert imports == [502]  # resolved by asking, never imported a second time
 
 
-def test_import_that_timed_out_after_it_happened_is_not_repeated(make_engine, ls_project,
-                                                                 conversations):
+def test_import_that_timed_out_after_it_happened_is_not_repeated(
+    make_engine, ls_project, conversations
+):
     write_corpus(conversations, 8)
     with FaultProxy(ls_project.url) as proxy:
-        proxy.add(Fault("POST", f"/api/projects/{ls_project.id}/import", "forward_then_hang",
-                        hang_s=4))
+        proxy.add(
+            Fault("POST", f"/api/projects/{ls_project.id}/import", "forward_then_hang", hang_s=4)
+        )
         tally = make_engine(url=proxy.url, timeout_s=1.5).backfill()
     assert tally["new_tasks"] == 8
     assert len(project_tasks(ls_project)) == 8
 
 
-def test_overloaded_label_studio_is_retried_honouring_retry_after(make_engine, ls_project,
-                                                                  conversations):
+def test_overloaded_label_studio_is_retried_honouring_retry_after(
+    make_engine, ls_project, conversations
+):
     write_corpus(conversations, 6)
     with FaultProxy(ls_project.url) as proxy:
         for status in (503, 429):
-            proxy.add(Fault("POST", f"/api/projects/{ls_project.id}/import", "status",
-                            status=status, retry_after="1"))
+            proxy.add(
+                Fault(
+                    "POST",
+                    f"/api/projects/{ls_project.id}/import",
+                    "status",
+                    status=status,
+                    retry_after="1",
+                )
+            )
         tally = make_engine(url=proxy.url).backfill()
     assert tally["new_tasks"] == 6
     assert [s for m, p, s in proxy.seen if "/import" in p] == [503, 429, 201]
@@ -171,7 +194,8 @@ def test_overloaded_label_studio_is_retried_honouring_retry_after(make_engine, l
 
 
 def test_a_rejected_item_is_narrowed_down_and_quarantined_while_the_rest_are_sent(
-        make_engine, ls_project, conversations):
+    make_engine, ls_project, conversations
+):
     write_corpus(conversations, 9)
     poison = conversations / "conversation_poison.json"
     write_atomic(poison, chat("poison", "q1", "q2"))
@@ -204,6 +228,7 @@ def test_wrong_key_and_wrong_project_are_named_without_the_key(ls_project):
 def test_other_shapes_and_fields_reach_label_studio(make_engine, ls_project, conversations):
     path: Path = conversations / "sg.json"
     import random
+
     write_atomic(path, conversation("sharegpt-1", 2, random.Random(1), "sharegpt"))
     make_engine().backfill()
     (task,) = project_tasks(ls_project)

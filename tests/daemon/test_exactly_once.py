@@ -9,8 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.daemon.conftest import project_tasks
-from tests.daemon.test_cli import LABELSYNC, env, run  # noqa: F401  (env is a fixture)
+from tests.daemon.conftest import LABELSYNC, project_tasks, run
 from tests.support.corpus import conversation, write_atomic, write_corpus
 from tests.support.faultproxy import Fault, FaultProxy
 
@@ -28,13 +27,14 @@ def assert_exactly_once(project, expected: set[tuple[str, int]]) -> None:
 def test_kill_9_at_random_instants_then_rerun(env, ls_project):
     root = Path(env["LABELSYNC_WATCH_DIR"])
     paths = write_corpus(root, 400)
-    env = {**env, "LABELSYNC_BATCH_SIZE": "20", "LABELSYNC_TIMEOUT_S": "2"}
+    env = {**env, "LABELSYNC_BATCH_SIZE": "20", "LABELSYNC_TIMEOUT_SECONDS": "2"}
     rng = random.Random(20261124)
     grown: set[str] = set()
     kills = 0
     for round_ in range(6):
-        process = subprocess.Popen([*LABELSYNC, "backfill"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [*LABELSYNC, "backfill"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(0.8, 3.0))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
@@ -65,13 +65,17 @@ def test_kill_9_after_label_studio_imported_but_before_the_state_knew(env, ls_pr
     """The hardest instant: the import is done in Label Studio, the answer never arrives."""
     root = Path(env["LABELSYNC_WATCH_DIR"])
     paths = write_corpus(root, 30)
-    env = {**env, "LABELSYNC_BATCH_SIZE": "30", "LABELSYNC_TIMEOUT_S": "2"}
+    env = {**env, "LABELSYNC_BATCH_SIZE": "30", "LABELSYNC_TIMEOUT_SECONDS": "2"}
     with FaultProxy(ls_project.url) as proxy:
-        proxy.add(Fault("POST", f"/api/projects/{ls_project.id}/import", "forward_then_hang",
-                        hang_s=60))
-        process = subprocess.Popen([*LABELSYNC, "backfill"], env={**env, "LABEL_STUDIO_URL": proxy.url,
-                                   "LABELSYNC_TIMEOUT_S": "120"},
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proxy.add(
+            Fault("POST", f"/api/projects/{ls_project.id}/import", "forward_then_hang", hang_s=60)
+        )
+        process = subprocess.Popen(
+            [*LABELSYNC, "backfill"],
+            env={**env, "LABEL_STUDIO_URL": proxy.url, "LABELSYNC_TIMEOUT_SECONDS": "120"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         assert proxy.forwarded.wait(120), "the import never reached Label Studio"
         process.send_signal(signal.SIGKILL)
         process.wait()

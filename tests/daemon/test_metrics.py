@@ -7,6 +7,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+
 from labelsync.metrics import Metrics, MetricsError, MetricsServer, parse_addr
 
 

@@ -4,6 +4,7 @@ import json
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from labelsync.contract import InvalidConversation, parse
 from labelsync.plan import NewVersion, Quarantine, Skip, Wait, decide, plan
 
@@ -35,12 +36,21 @@ def test_plan_numbers_versions_within_a_batch_and_skips_repeats():
     v1, v2 = conv("a", "q1", "q2"), conv("a", "q1", "q2", "q3")
     items = [("f1", v1), ("f2", v1), ("f3", v2), ("g", conv("b", "x", "y"))]
     decisions = [d for _, d in plan(items, {}, 2)]
-    assert decisions == [NewVersion(1), Skip("same content as version 1"), NewVersion(2),
-                         NewVersion(1)]
+    assert decisions == [
+        NewVersion(1),
+        Skip("same content as version 1"),
+        NewVersion(2),
+        NewVersion(1),
+    ]
 
 
-@given(st.lists(st.lists(st.sampled_from(["q1", "q2", "q3"]), min_size=2, max_size=4),
-                min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["q1", "q2", "q3"]), min_size=2, max_size=4),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_a_second_plan_over_the_same_files_sends_nothing(contents):
     """vdirsyncer's property: syncing what was just synced is a no-op."""
     items = [(i, conv("t", *turns)) for i, turns in enumerate(contents)]

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.conftest import project_tasks
-from tests.daemon.test_cli import LABELSYNC, env, run  # noqa: F401  (env is a fixture)
+from tests.daemon.conftest import LABELSYNC, project_tasks, run
 from tests.support.corpus import conversation, write_atomic, write_corpus
 
 WAIT_S = 60.0  # generous: how long a test waits for something that should happen
@@ -38,8 +37,9 @@ class Daemon:
 
     def start(self) -> Daemon:
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen([*LABELSYNC, "run", *self.args], env=self.env,
-                                            stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [*LABELSYNC, "run", *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         return self
 
     def signal(self, signum: int) -> int:
@@ -57,8 +57,12 @@ def daemon(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Daemon
     started: list[Daemon] = []
 
     def start(*args: str, **overrides: str) -> Daemon:
-        settings = {"LABELSYNC_QUIET_SECONDS": "1", "LABELSYNC_RESCAN_SECONDS": "30",
-                    "LABELSYNC_TIMEOUT_SECONDS": "5", **overrides}
+        settings = {
+            "LABELSYNC_QUIET_SECONDS": "1",
+            "LABELSYNC_RESCAN_SECONDS": "30",
+            "LABELSYNC_TIMEOUT_SECONDS": "5",
+            **overrides,
+        }
         d = Daemon({**env, **settings}, tmp_path / "daemon.log", *args).start()
         started.append(d)
         return d
@@ -87,8 +91,10 @@ def versions(project: Any) -> Counter[tuple[str, int]]:
 
 def settled(daemon: Daemon, project: Any, expected: dict[tuple[str, int], int]) -> None:
     """Wait until Label Studio holds exactly `expected`, then make sure it stays so."""
-    eventually(lambda: versions(project) == Counter(expected),
-               f"tasks {sorted(expected)}; log:\n{daemon.output()[-2000:]}")
+    eventually(
+        lambda: versions(project) == Counter(expected),
+        f"tasks {sorted(expected)}; log:\n{daemon.output()[-2000:]}",
+    )
 
 
 def root_of(env: dict[str, str]) -> Path:
@@ -104,7 +110,7 @@ def test_every_way_a_bot_writes_a_file_ends_as_one_task(daemon, env, ls_project)
     with open(root / "inplace.json", "w") as handle:  # written in pieces, in place
         text = json.dumps(chat("inplace", "q1", "q2"))
         for i in range(0, len(text), 40):
-            handle.write(text[i:i + 40])
+            handle.write(text[i : i + 40])
             handle.flush()
             time.sleep(0.02)
     (root / "truncated.json").write_text(json.dumps(chat("truncated", "old", "old")))
@@ -123,8 +129,9 @@ def test_every_way_a_bot_writes_a_file_ends_as_one_task(daemon, env, ls_project)
     write_atomic(doomed, chat("doomed", "a", "b"))
     doomed.unlink()  # deleted before it settled: dropped
 
-    settled(d, ls_project, {("atomic", 1): 1, ("inplace", 1): 1, ("truncated", 1): 1,
-                            ("busy", 1): 1})
+    settled(
+        d, ls_project, {("atomic", 1): 1, ("inplace", 1): 1, ("truncated", 1): 1, ("busy", 1): 1}
+    )
     busy = next(t for t in project_tasks(ls_project) if t["data"]["thread_id"] == "busy")
     assert len(busy["data"]["chat"]) == 10  # the final content, 5 turns
     truncated = next(t for t in project_tasks(ls_project) if t["data"]["thread_id"] == "truncated")
@@ -135,8 +142,17 @@ def test_every_way_a_bot_writes_a_file_ends_as_one_task(daemon, env, ls_project)
     # Grown after it was sent: version 2. Rewritten identically: nothing.
     write_atomic(root / "inplace.json", chat("inplace", "q1", "q2", "q3"))
     write_atomic(root / "truncated.json", chat("truncated", "new", "new"))
-    settled(d, ls_project, {("atomic", 1): 1, ("inplace", 1): 1, ("inplace", 2): 1,
-                            ("truncated", 1): 1, ("busy", 1): 1})
+    settled(
+        d,
+        ls_project,
+        {
+            ("atomic", 1): 1,
+            ("inplace", 1): 1,
+            ("inplace", 2): 1,
+            ("truncated", 1): 1,
+            ("busy", 1): 1,
+        },
+    )
     assert d.signal(signal.SIGTERM) == 0
 
 
@@ -149,7 +165,8 @@ def test_short_and_malformed_files_do_not_stop_the_daemon(daemon, env, ls_projec
     settled(d, ls_project, {("good", 1): 1})
     status = eventually(
         lambda: (s := json.loads(run(["status", "--json"], env).stdout))["quarantined"] and s,
-        "the malformed file shows as quarantined")
+        "the malformed file shows as quarantined",
+    )
     assert status["quarantined"][0]["path"].endswith("broken.json")
     assert status["waiting"][0]["path"].endswith("short.json")
     assert status["daemon"]["status"] == "running"
@@ -164,8 +181,9 @@ def test_files_written_while_the_daemon_was_down_are_found_at_start(daemon, env,
     root = root_of(env)
     write_corpus(root, 15)
     d = daemon()
-    settled(d, ls_project, {(p.stem.removeprefix("conversation_"), 1): 1
-                            for p in root.glob("*.json")})
+    settled(
+        d, ls_project, {(p.stem.removeprefix("conversation_"), 1): 1 for p in root.glob("*.json")}
+    )
     assert d.signal(signal.SIGTERM) == 0
 
 
@@ -185,8 +203,10 @@ def test_a_conversation_that_never_pauses_is_sent_after_max_wait(daemon, env, ls
     writer = threading.Thread(target=chatter)
     writer.start()
     try:
-        eventually(lambda: ("endless", 1) in versions(ls_project),
-                   "a task while the file still changes every 0.5 s")
+        eventually(
+            lambda: ("endless", 1) in versions(ls_project),
+            "a task while the file still changes every 0.5 s",
+        )
         assert writer.is_alive()
     finally:
         stop.set()
@@ -241,8 +261,10 @@ def test_kill_9_while_writers_are_busy_then_restart(daemon, env, ls_project):
         while not stop.is_set():
             thread = f"w{n}-{rng.randrange(15)}"
             turns[thread] = turns.get(thread, 1) + 1
-            write_atomic(root / f"{thread}.json", conversation(thread, turns[thread],
-                                                               random.Random(turns[thread])))
+            write_atomic(
+                root / f"{thread}.json",
+                conversation(thread, turns[thread], random.Random(turns[thread])),
+            )
             final[thread] = turns[thread]
             stop.wait(0.05)
 
@@ -259,16 +281,20 @@ def test_kill_9_while_writers_are_busy_then_restart(daemon, env, ls_project):
         for w in writers:
             w.join()
     d = daemon(LABELSYNC_QUIET_SECONDS="0.3")
+
     # Every conversation's final content ends up in Label Studio, each version once.
     def complete() -> bool:
         tasks = project_tasks(ls_project)
         latest: dict[str, int] = {}
         for t in tasks:
-            latest[t["data"]["thread_id"]] = max(latest.get(t["data"]["thread_id"], 0),
-                                                 t["data"]["turn_count"])
+            latest[t["data"]["thread_id"]] = max(
+                latest.get(t["data"]["thread_id"], 0), t["data"]["turn_count"]
+            )
         return latest == final
-    eventually(complete, f"final contents of {len(final)} conversations; log:\n"
-                         f"{d.output()[-2000:]}")
+
+    eventually(
+        complete, f"final contents of {len(final)} conversations; log:\n{d.output()[-2000:]}"
+    )
     counts = versions(ls_project)
     assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
     keys = Counter(t["data"]["sync_key"] for t in project_tasks(ls_project))

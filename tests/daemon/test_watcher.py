@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePath
 
 import pytest
+
 from labelsync.watcher import Watcher, WatcherError, wanted
 
 PATIENCE_S = 30.0  # only bounds a failing test; never asserted

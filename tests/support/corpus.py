@@ -30,17 +30,28 @@ ANSWERS = [
 ]
 
 
-def conversation(thread: str, turns: int, rng: random.Random, shape: str = "tutorial") -> dict[str, Any]:
+def conversation(
+    thread: str, turns: int, rng: random.Random, shape: str = "tutorial"
+) -> dict[str, Any]:
     pairs = []
     for t in range(turns):
         i = rng.randrange(len(QUESTIONS))
         n = rng.randrange(10_000, 99_999)
         pairs.append((QUESTIONS[i].format(n=n), ANSWERS[i].format(n=n) + f" (turn {t + 1})"))
     if shape == "sharegpt":
-        return {"id": thread, "conversations": [
-            m for q, a in pairs for m in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]}
-    messages = [m for q, a in pairs
-                for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        return {
+            "id": thread,
+            "conversations": [
+                m
+                for q, a in pairs
+                for m in ({"from": "human", "value": q}, {"from": "gpt", "value": a})
+            ],
+        }
+    messages = [
+        m
+        for q, a in pairs
+        for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
+    ]
     if shape == "openai":
         for m in messages[::2]:
             m["content"] = [{"type": "text", "text": m["content"]}]

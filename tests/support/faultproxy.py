@@ -61,23 +61,32 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if proxy._rejects(body):
-                    return self._answer(400, b'{"validation_errors": {"data": ["injected: bad task"]}}',
-                                        None)
+                    return self._answer(
+                        400, b'{"validation_errors": {"data": ["injected: bad task"]}}', None
+                    )
                 fault = proxy._take(self.command, self.path)
                 if fault is not None and fault.action == "status":
                     return self._answer(fault.status, b'{"detail": "injected fault"}', fault)
-                status, headers, payload = proxy._forward(self.command, self.path, self.headers, body)
+                status, headers, payload = proxy._forward(
+                    self.command, self.path, self.headers, body
+                )
                 if fault is None:
                     return self._answer(status, payload, None, headers)
                 proxy.forwarded.set()
                 if fault.action == "forward_then_hang":
                     time.sleep(fault.hang_s)
                     return self._answer(status, payload, None, headers)
-                return self._answer(fault.status, b'{"detail": "injected fault after forwarding"}',
-                                    fault)
+                return self._answer(
+                    fault.status, b'{"detail": "injected fault after forwarding"}', fault
+                )
 
-            def _answer(self, status: int, payload: bytes, fault: Fault | None,
-                        headers: list[tuple[str, str]] | None = None) -> None:
+            def _answer(
+                self,
+                status: int,
+                payload: bytes,
+                fault: Fault | None,
+                headers: list[tuple[str, str]] | None = None,
+            ) -> None:
                 proxy.seen.append((self.command, self.path, status))
                 try:
                     self.send_response(status)
@@ -112,7 +121,8 @@ class FaultProxy:
             return False
         return isinstance(items, list) and any(
             isinstance(i, dict) and i.get("data", {}).get("thread_id") in self.reject_thread_ids
-            for i in items)
+            for i in items
+        )
 
     def _take(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -125,8 +135,11 @@ class FaultProxy:
     def _forward(self, method: str, path: str, headers: object, body: bytes | None):
         connection = http.client.HTTPConnection(*self._upstream, timeout=120)
         try:
-            forwarded = {k: v for k, v in headers.items()  # type: ignore[attr-defined]
-                         if k.lower() not in ("host", "connection")}
+            forwarded = {
+                k: v
+                for k, v in headers.items()  # type: ignore[attr-defined]
+                if k.lower() not in ("host", "connection")
+            }
             connection.request(method, path, body=body, headers=forwarded)
             response = connection.getresponse()
             return response.status, response.getheaders(), response.read()

@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   a local Label Studio, the evaluation project, sample conversations
+#               synced, the daemon and the chatbot running, the URL printed
+#   make test   everything the tests need, then the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install chromium label-studio test demo bench lint
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[chatbot,dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Browser tests drive Debian's Chromium: Playwright cannot download browsers here.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+# Label Studio lives in its own cached virtualenv (its pins never meet ours).
+label-studio: install
+	$(BIN)/python -m tests.support.labelstudio install
+
+test: install chromium label-studio
+	$(BIN)/python -m pytest
+
+demo: install label-studio
+	$(BIN)/python -m tests.support.demo
+
+bench: install label-studio
+	$(BIN)/python -m tests.bench
+
+lint: install
+	$(BIN)/ruff check daemon chatbot tests
+	$(BIN)/mypy daemon chatbot

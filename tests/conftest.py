@@ -1,0 +1,48 @@
+"""Shared fixtures: one real Label Studio per test session, a fresh project per test.
+
+The machinery lives in ``tests/support/labelstudio.py``; this file only wires it
+into pytest. Starting Label Studio costs ~45-70 s (first start, migrations), so
+it happens once, lazily, only when a test asks for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.labelstudio import (
+    LabelStudioServer,
+    LSProject,
+    create_personal_access_token,
+    create_project,
+)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """A running Label Studio (legacy token enabled) on 127.0.0.1, for the whole session.
+
+    Tests may ``stop()`` and ``start()`` it (or use ``with label_studio.stopped():``)
+    to simulate an outage; they must leave it running.
+    """
+    data_dir: Path = tmp_path_factory.mktemp("label-studio")
+    with LabelStudioServer(data_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def ls_project(label_studio: LabelStudioServer, request: pytest.FixtureRequest) -> LSProject:
+    """A new, empty project with the minimal dialogue config, named after the test."""
+    label_studio.start()  # no-op unless an earlier test left it stopped
+    title = re.sub(r"[^\w.-]+", "-", request.node.name)[:50]
+    return create_project(label_studio, title)
+
+
+@pytest.fixture(scope="session")
+def ls_personal_access_token(label_studio: LabelStudioServer) -> str:
+    """The admin's Personal Access Token, made once: Label Studio allows one live PAT
+    per user, so tests share this one instead of each creating their own."""
+    return create_personal_access_token(label_studio)

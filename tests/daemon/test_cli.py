@@ -142,3 +142,21 @@ def test_init_project_creates_a_project_that_accepts_synced_tasks(env, ls_projec
     )
     assert result.returncode == 0, result.stderr
     assert len(project_tasks(ls_project, project_id)) == 2
+
+
+def test_a_personal_access_token_works_also_with_legacy_tokens_off(
+    env, ls_project, label_studio, ls_personal_access_token
+):
+    from tests.support.labelstudio import set_legacy_tokens_enabled
+
+    write_corpus(Path(env["LABELSYNC_WATCH_DIR"]), 4)
+    set_legacy_tokens_enabled(label_studio, False)
+    try:
+        legacy = run(["backfill"], env)
+        assert_one_line_error(legacy, "LABEL_STUDIO_API_KEY")
+        pat = run(["backfill"], {**env, "LABEL_STUDIO_API_KEY": ls_personal_access_token})
+        assert pat.returncode == 0, pat.stderr
+        assert ls_personal_access_token not in pat.stdout + pat.stderr
+    finally:
+        set_legacy_tokens_enabled(label_studio, True)
+    assert len(project_tasks(ls_project)) == 4

@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.daemon.conftest import LABELSYNC, project_tasks, run
 from tests.support.corpus import conversation, write_atomic, write_corpus
+from tests.support.labelstudio import free_port
 
 WAIT_S = 60.0  # generous: how long a test waits for something that should happen
 
@@ -158,7 +160,8 @@ def test_every_way_a_bot_writes_a_file_ends_as_one_task(daemon, env, ls_project)
 
 def test_short_and_malformed_files_do_not_stop_the_daemon(daemon, env, ls_project):
     root = root_of(env)
-    d = daemon()
+    port = free_port()
+    d = daemon("--log-format", "json", LABELSYNC_METRICS_ADDR=f"127.0.0.1:{port}")
     write_atomic(root / "short.json", chat("short", "just one"))
     (root / "broken.json").write_text('{"messages": [{"role": "user", "content": ')
     write_atomic(root / "good.json", chat("good", "a", "b"))
@@ -174,7 +177,13 @@ def test_short_and_malformed_files_do_not_stop_the_daemon(daemon, env, ls_projec
     write_atomic(root / "short.json", chat("short", "just one", "and two"))
     write_atomic(root / "broken.json", chat("fixed", "a", "b"))
     settled(d, ls_project, {("good", 1): 1, ("short", 1): 1, ("fixed", 1): 1})
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert "labelsync_tasks_created_total 3.0" in metrics
+    assert "labelsync_quarantined_total 1.0" in metrics
     assert d.signal(signal.SIGINT) == 0
+    lines = [json.loads(line) for line in d.output().splitlines() if line.strip()]
+    assert any("quarantined" in entry["msg"] and "broken.json" in entry["msg"] for entry in lines)
+    assert env["LABEL_STUDIO_API_KEY"] not in d.output()
 
 
 def test_files_written_while_the_daemon_was_down_are_found_at_start(daemon, env, ls_project):

@@ -183,7 +183,7 @@ class LabelStudio:
             }
             if query is not None:
                 params["query"] = json.dumps(query)
-            body = self._call("list tasks", lambda p=params: self._get_json("api/tasks", p))
+            body = self._call("list tasks", lambda p=params: self._get_json("api/tasks/", p))
             tasks = body.get("tasks", []) if isinstance(body, dict) else body
             for task in tasks:
                 yield int(task["id"]), task.get("data") or {}

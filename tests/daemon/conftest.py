@@ -82,7 +82,7 @@ def project_tasks(project: Any, project_id: int | None = None) -> list[dict[str,
     page = 1
     while True:
         response = httpx.get(
-            f"{project.url}/api/tasks",
+            f"{project.url}/api/tasks/",
             params={
                 "project": project_id or project.id,
                 "fields": "task_only",

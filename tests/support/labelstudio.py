@@ -456,3 +456,11 @@ def create_project(
     project = client.projects.create(title=title, label_config=label_config)
     assert project.id is not None
     return LSProject(id=project.id, url=server.url, token=server.legacy_token, client=client)
+
+
+if __name__ == "__main__":
+    # `python -m tests.support.labelstudio install`: what `make test` runs first,
+    # so the ~2-minute install shows as its own step, not inside the first test.
+    if sys.argv[1:] != ["install"]:
+        raise SystemExit("usage: python -m tests.support.labelstudio install")
+    print(ensure_installed())

@@ -158,7 +158,11 @@ def _summary(console: Any, tally: Counter[str], elapsed: float, dry_run: bool, q
 
 @contextmanager
 def _engine(
-    settings: Settings, stop: threading.Event, policy: Any = None, check: bool = True
+    settings: Settings,
+    stop: threading.Event,
+    policy: Any = None,
+    check: bool = True,
+    heartbeat: Any = None,
 ) -> Iterator[Any]:
     from labelsync.delivery import Delivery, RetryPolicy
     from labelsync.engine import Engine, EngineConfig
@@ -173,7 +177,13 @@ def _engine(
         settings.label_studio_project_id,
         settings.timeout_seconds,
     )
-    delivery = Delivery(ls, stop, policy or RetryPolicy(attempts=settings.retry_attempts))
+    beat = heartbeat or (lambda: None)
+    delivery = Delivery(
+        ls,
+        stop,
+        policy or RetryPolicy(attempts=settings.retry_attempts),
+        on_retry=lambda _error, _delay: beat(),
+    )
     if check:  # a wrong key or project is one clear line before anything else happens
         delivery.call(ls.project_title)
     state, lock = open_state_dir(settings.state_dir)
@@ -185,7 +195,7 @@ def _engine(
             max_file_bytes=settings.max_file_bytes,
             fields=settings.fields,
         )
-        yield Engine(state, ls, delivery, config, stop)
+        yield Engine(state, ls, delivery, config, stop, beat)
     finally:
         state.close()
         lock.release()
@@ -241,10 +251,11 @@ def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> Non
     # Short retries inside one sync keep the loop (and its watchdog pings) moving;
     # the daemon's own backoff takes over between syncs.
     policy = RetryPolicy(attempts=2, initial_s=0.5, max_s=2.0)
+    notifier = Notifier.from_environ(os.environ)
     with (
         _user_errors(),
         _stop_on_signals(stop),
-        _engine(settings, stop, policy, check=False) as engine,
+        _engine(settings, stop, policy, check=False, heartbeat=notifier.watchdog) as engine,
     ):
         if metrics is not None and settings.metrics_addr:
             try:
@@ -263,7 +274,7 @@ def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> Non
             polling_interval_s=settings.polling_interval_seconds,
         )
         try:
-            Daemon(engine, config, stop, Notifier.from_environ(os.environ), metrics).serve()
+            Daemon(engine, config, stop, notifier, metrics).serve()
         finally:
             if server is not None:
                 server.close()

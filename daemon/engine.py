@@ -96,12 +96,16 @@ class Engine:
         delivery: Delivery,
         config: EngineConfig,
         stop: threading.Event,
+        heartbeat: Callable[[], object] = lambda: None,
     ) -> None:
         self.state = state
         self.ls = ls
         self.delivery = delivery
         self.config = config
         self.stop = stop
+        # Called between steps that may each take a request's time: the daemon's
+        # systemd watchdog ping, so a long backlog is not mistaken for a hang.
+        self.heartbeat = heartbeat
 
     # -- start-up ------------------------------------------------------------------------
     def prepare(self) -> Counter[str]:
@@ -134,8 +138,11 @@ class Engine:
         delay = settle_until - time.time()
         if delay > 0:
             log.info("waiting %.0f s for imports interrupted by a crash to settle", delay)
-            if self.stop.wait(delay):
-                raise Stopped()
+            deadline = time.monotonic() + delay
+            while (left := deadline - time.monotonic()) > 0:
+                if self.stop.wait(min(left, 5.0)):
+                    raise Stopped()
+                self.heartbeat()
         found = self.delivery.resolve([p.sync_key for p in pending])
         by_key = {p.sync_key: p for p in pending}
         with self.state.transaction() as db:
@@ -188,6 +195,7 @@ class Engine:
                     break
                 reads.merge_into(report)
                 self._plan_and_deliver(reads, report, dry_run)
+                self.heartbeat()
                 if progress:
                     progress(len(chunks[index]))
         return report

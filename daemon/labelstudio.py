@@ -290,9 +290,19 @@ def _body(response: httpx.Response) -> Any:
 
 def _detail(body: Any) -> str:
     """A short reason from Label Studio's answer, on one line."""
+    text: Any = body
     if isinstance(body, dict):
-        text = body.get("detail") or body.get("validation_errors") or body.get("message") or body
-    else:
-        text = body
+        # "Validation error" alone says nothing: the per-field reasons do.
+        text = body.get("validation_errors") or body.get("detail") or body.get("message") or body
+    if isinstance(text, dict):
+        text = "; ".join(f"{field}: {_flat(reasons)}" for field, reasons in text.items())
     line = " ".join(str(text).split()) if text else ""
+    if line.lstrip().startswith("<"):  # an HTML error page
+        return ""
     return f": {line[:300]}" if line else ""
+
+
+def _flat(reasons: Any) -> str:
+    if isinstance(reasons, list):
+        return ", ".join(_flat(r) for r in reasons if r not in ({}, "", None))
+    return str(reasons)

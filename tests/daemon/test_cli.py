@@ -160,3 +160,8 @@ def test_a_personal_access_token_works_also_with_legacy_tokens_off(
     finally:
         set_legacy_tokens_enabled(label_studio, True)
     assert len(project_tasks(ls_project)) == 4
+
+
+def test_a_rejected_project_says_why(env):
+    result = run(["init-project", "--title", "v2"], env)
+    assert_one_line_error(result, "title", "at least 3 characters")

@@ -26,8 +26,8 @@ def assert_exactly_once(project, expected: set[tuple[str, int]]) -> None:
 
 def test_kill_9_at_random_instants_then_rerun(env, ls_project):
     root = Path(env["LABELSYNC_WATCH_DIR"])
-    paths = write_corpus(root, 400)
-    env = {**env, "LABELSYNC_BATCH_SIZE": "20", "LABELSYNC_TIMEOUT_SECONDS": "2"}
+    paths = write_corpus(root, 1200)
+    env = {**env, "LABELSYNC_BATCH_SIZE": "10", "LABELSYNC_TIMEOUT_SECONDS": "2"}
     rng = random.Random(20261124)
     grown: set[str] = set()
     kills = 0
@@ -35,7 +35,7 @@ def test_kill_9_at_random_instants_then_rerun(env, ls_project):
         process = subprocess.Popen(
             [*LABELSYNC, "backfill"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(0.8, 3.0))
+        time.sleep(rng.uniform(0.6, 1.6))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1

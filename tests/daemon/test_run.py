@@ -339,3 +339,21 @@ def test_systemd_notify_protocol_through_a_real_socket(daemon, env, ls_project, 
     receive_until("STOPPING=1")
     sock.close()
     os.unlink(address)
+
+
+def test_a_refused_key_is_reported_loudly_and_the_daemon_keeps_running(daemon, env, ls_project):
+    revoked = "revoked-key-0f1e2d3c4b5a"
+    d = daemon(LABEL_STUDIO_API_KEY=revoked)
+    write_atomic(root_of(env) / "kept.json", chat("kept", "a", "b"))
+    eventually(lambda: "LABEL_STUDIO_API_KEY" in d.output(), "the refused key is logged")
+
+    def daemon_status() -> dict[str, Any] | None:
+        status = json.loads(run(["status", "--json"], env).stdout)["daemon"]
+        return status if status and status.get("last_error") and status["backlog"] else None
+
+    status = eventually(daemon_status, "status shows the error and the waiting file")
+    assert "HTTP 401" in status["last_error"] and revoked not in status["last_error"]
+    assert d.process is not None and d.process.poll() is None  # no crash, no restart loop
+    assert project_tasks(ls_project) == []
+    assert d.signal(signal.SIGTERM) == 0
+    assert revoked not in d.output()

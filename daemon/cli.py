@@ -73,9 +73,17 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 @cli.command()
 @click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--dry-run", is_flag=True, help="Decide and report; import nothing, record nothing.")
+@click.option(
+    "--recheck",
+    is_flag=True,
+    help="Decide unchanged files again (after changing LABELSYNC_MIN_TURNS or the fields "
+    "read); content already sent is still skipped.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every file's outcome.")
 @click.pass_context
-def backfill(ctx: click.Context, directory: Path | None, dry_run: bool, verbose: bool) -> None:
+def backfill(
+    ctx: click.Context, directory: Path | None, dry_run: bool, recheck: bool, verbose: bool
+) -> None:
     """Sync every conversation file in DIRECTORY (default LABELSYNC_WATCH_DIR) once."""
     from rich.console import Console
     from rich.logging import RichHandler
@@ -109,7 +117,10 @@ def backfill(ctx: click.Context, directory: Path | None, dry_run: bool, verbose:
         ) as progress:
             bar = progress.add_task("dry run" if dry_run else "syncing", total=len(files))
             tally = engine.sync(
-                files, dry_run=dry_run, progress=lambda n: progress.advance(bar, n)
+                files,
+                dry_run=dry_run,
+                recheck=recheck,
+                progress=lambda n: progress.advance(bar, n),
             ).tally
         tally.update(recovered)
         elapsed = time.monotonic() - started

@@ -170,11 +170,15 @@ class Engine:
         paths: Iterable[tuple[Path, FileStat | None]],
         dry_run: bool = False,
         progress: Callable[[int], None] | None = None,
+        recheck: bool = False,
     ) -> SyncReport:
         """Bring Label Studio in step with these files; returns what happened.
 
         An outbox left by an earlier failure is resolved first, so a retry after
         an import of unknown outcome never sends that import blindly again.
+        `recheck` decides every file again, even unchanged ones (after a change
+        of LABELSYNC_MIN_TURNS or of the fields read); content already sent is
+        still recognised by its sync key.
         """
         report = SyncReport()
         if not dry_run:
@@ -187,10 +191,10 @@ class Engine:
         # Reading and parsing the next chunk overlaps with delivering this one: the
         # import is spent waiting on Label Studio, and the reader needs no state.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelsync-read") as reader:
-            pending = self._read_ahead(reader, chunks, 0)
+            pending = self._read_ahead(reader, chunks, 0, recheck)
             for index in range(len(chunks)):
                 reads = pending.result() if pending else _Reads()
-                pending = self._read_ahead(reader, chunks, index + 1)
+                pending = self._read_ahead(reader, chunks, index + 1, recheck)
                 if self.stop.is_set():
                     break
                 reads.merge_into(report)
@@ -201,11 +205,16 @@ class Engine:
         return report
 
     def _read_ahead(
-        self, reader: ThreadPoolExecutor, chunks: list[list[tuple[Path, FileStat]]], index: int
+        self,
+        reader: ThreadPoolExecutor,
+        chunks: list[list[tuple[Path, FileStat]]],
+        index: int,
+        recheck: bool,
     ) -> Future[_Reads] | None:
         if index >= len(chunks) or self.stop.is_set():
             return None
-        known = self.state.files_for(str(path) for path, _ in chunks[index])  # on this thread
+        # State is read here, on the calling thread; the reader only touches files.
+        known = {} if recheck else self.state.files_for(str(p) for p, _ in chunks[index])
         return reader.submit(self._read_chunk, chunks[index], known)
 
     def _read_chunk(
@@ -270,9 +279,7 @@ class Engine:
         except TooLarge as exc:
             reads.tally["quarantined"] += 1
             log.warning("quarantined %s: %s", path, exc)
-            reads.updates.append(
-                (str(path), FileStat.of(os.stat(path)), "", None, "quarantined", str(exc))
-            )
+            reads.updates.append((str(path), exc.stat, "", None, "quarantined", str(exc)))
             return None
         if record is not None and record.sha256 == read.sha256:
             # Touched, not changed (same bytes): keep the decision, learn the new stat.

@@ -42,8 +42,11 @@ class Unsettled(Exception):
 
 
 class TooLarge(Exception):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"{size} bytes is over the limit of {limit} (LABELSYNC_MAX_FILE_BYTES)")
+    def __init__(self, stat: FileStat, limit: int) -> None:
+        super().__init__(
+            f"{stat.size} bytes is over the limit of {limit} (LABELSYNC_MAX_FILE_BYTES)"
+        )
+        self.stat = stat
 
 
 def wanted(relative: PurePath, pattern: str, *, recursive: bool) -> bool:
@@ -93,13 +96,13 @@ def read_stable(path: Path, max_bytes: int) -> FileRead:
         with open(path, "rb") as handle:
             before = FileStat.of(os.fstat(handle.fileno()))
             if before.size > max_bytes:
-                raise TooLarge(before.size, max_bytes)
+                raise TooLarge(before, max_bytes)
             raw = handle.read(max_bytes + 1)
         after = FileStat.of(os.stat(path))
     except FileNotFoundError:
         raise Unsettled("vanished") from None
     if len(raw) > max_bytes:
-        raise TooLarge(len(raw), max_bytes)
+        raise Unsettled("grew while being read")
     if before != after or len(raw) != after.size:
         raise Unsettled("changed while being read")
     return FileRead(path, after, raw, hashlib.sha256(raw).hexdigest())

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from labelsync.files import scan
 from labelsync.labelstudio import AccessDenied, LabelStudio, ProjectNotFound
 from tests.daemon.conftest import project_tasks, versions_in
 from tests.support.corpus import conversation, write_atomic, write_corpus
@@ -234,3 +235,16 @@ def test_other_shapes_and_fields_reach_label_studio(make_engine, ls_project, con
     (task,) = project_tasks(ls_project)
     assert task["data"]["thread_id"] == "sharegpt-1"
     assert [m["role"] for m in task["data"]["chat"]] == ["user", "assistant"] * 2
+
+
+def test_recheck_decides_unchanged_files_again_after_a_settings_change(
+    make_engine, ls_project, conversations
+):
+    write_atomic(conversations / "short.json", chat("short", "one question"))
+    write_atomic(conversations / "long.json", chat("long", "q1", "q2"))
+    assert make_engine(min_turns=2).backfill()["waiting"] == 1
+    lowered = make_engine(min_turns=1)
+    assert lowered.backfill()["unchanged"] == 2  # nothing looked at again
+    tally = lowered.engine.sync(scan(conversations), recheck=True).tally
+    assert tally["new_tasks"] == 1 and tally["duplicates"] == 1
+    assert versions_in(ls_project) == [("long", 1), ("short", 1)]

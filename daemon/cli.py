@@ -346,7 +346,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
         )
     if report["daemon"]:
         d = report["daemon"]
-        click.echo(f"daemon:         {d.get('status', '?')} (updated {_ago(d.get('at', 0))})")
+        click.echo(
+            f"daemon:         {d.get('status', '?')} (updated {_ago(d.get('at', 0))}), "
+            f"backlog {d.get('backlog', 0)} files, watch dir {d.get('watch_dir', '?')}"
+        )
+        last = _ago(d["last_sync"]) if d.get("last_sync") else "not yet"
+        totals = d.get("totals") or {}
+        click.echo(
+            f"last sync:      {last}; since start {totals.get('new_tasks', 0)} new tasks, "
+            f"{totals.get('new_versions', 0)} new versions"
+        )
         if d.get("last_error"):
             click.echo(f"last error:     {d['last_error']}")
     for item in report["quarantined"]:

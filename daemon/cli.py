@@ -249,7 +249,7 @@ def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> Non
     from labelsync.delivery import RetryPolicy
     from labelsync.metrics import Metrics, MetricsError
     from labelsync.run import Daemon, RunConfig
-    from labelsync.sdnotify import Notifier
+    from labelsync.sdnotify import Notifier, WatchdogPacer
 
     settings = _settings(ctx, polling=polling, log_format=log_format)
     logs.setup(settings.log_level, settings.log_format)
@@ -263,10 +263,11 @@ def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> Non
     # the daemon's own backoff takes over between syncs.
     policy = RetryPolicy(attempts=2, initial_s=0.5, max_s=2.0)
     notifier = Notifier.from_environ(os.environ)
+    ping = WatchdogPacer(notifier)
     with (
         _user_errors(),
         _stop_on_signals(stop),
-        _engine(settings, stop, policy, check=False, heartbeat=notifier.watchdog) as engine,
+        _engine(settings, stop, policy, check=False, heartbeat=ping) as engine,
     ):
         if metrics is not None and settings.metrics_addr:
             try:
@@ -285,7 +286,7 @@ def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> Non
             polling_interval_s=settings.polling_interval_seconds,
         )
         try:
-            Daemon(engine, config, stop, notifier, metrics).serve()
+            Daemon(engine, config, stop, notifier, metrics, ping).serve()
         finally:
             if server is not None:
                 server.close()

@@ -31,7 +31,7 @@ from labelsync.engine import Engine, SyncReport
 from labelsync.files import TooLarge, Unsettled, read_stable, scan
 from labelsync.labelstudio import AccessDenied, BadTasks, Fatal, LabelStudioError, Unavailable
 from labelsync.metrics import Metrics
-from labelsync.sdnotify import Notifier
+from labelsync.sdnotify import Notifier, WatchdogPacer
 from labelsync.watcher import Watcher, WatcherError
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class Daemon:
         stop: threading.Event,
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
+        ping: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -69,6 +70,7 @@ class Daemon:
         self.config = config
         self.stop = stop
         self.notifier = notifier or Notifier.from_environ({})
+        self.ping = ping or WatchdogPacer(self.notifier, clock)
         self.metrics = metrics
         self.clock, self.wall = clock, wall
         self.root = engine.config.root
@@ -302,7 +304,7 @@ class Daemon:
 
     def _heartbeat(self, now: float) -> None:
         # Pinged from the loop that does the work: if a sync hangs, pings stop.
-        self.notifier.watchdog()
+        self.ping()
         if self.metrics is not None:
             self.metrics.backlog.set(self.backlog)
         if now >= self.next_status:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class Notifier:
             # A fresh socket per message, as in systemd's example: no state to go
             # stale if systemd re-creates its socket, and safe from any thread.
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # Never block the work loop: a reader that stopped reading (a full
+                # queue) costs a dropped datagram, not a hung daemon.
+                sock.setblocking(False)
                 sock.connect(target)
                 sock.sendall(message)
         except (OSError, ValueError) as exc:
@@ -90,6 +94,28 @@ class Notifier:
             log.log(level, "systemd notify to %s failed: %s", self._address, exc)
             return False
         return True
+
+
+class WatchdogPacer:
+    """WATCHDOG=1 at most every half interval, whichever step of the work calls it.
+
+    The run loop and the engine (between import batches, during retries) both
+    call it; pinging on every call would flood the socket for nothing.
+    """
+
+    def __init__(self, notifier: Notifier, clock: Callable[[], float] = time.monotonic) -> None:
+        self._notifier = notifier
+        self._clock = clock
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        interval = self._notifier.watchdog_interval_s
+        if interval is None:
+            return
+        now = self._clock()
+        if now >= self._next:
+            self._notifier.watchdog()
+            self._next = now + interval / 2
 
 
 def _socket_target(address: str) -> str | bytes:

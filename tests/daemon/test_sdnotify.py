@@ -114,3 +114,41 @@ def test_watchdog_interval_is_half_the_timeout(
     notifier = Notifier.from_environ({"NOTIFY_SOCKET": "/run/systemd/notify", **environ})
 
     assert notifier.watchdog_interval_s == expected_s
+
+
+def test_a_reader_that_stopped_reading_never_blocks_the_daemon(systemd: FakeSystemd) -> None:
+    """A full datagram queue drops messages instead of hanging the work loop."""
+    import threading
+
+    notifier = Notifier(systemd.notify_socket)
+    done = threading.Event()
+
+    def flood() -> None:
+        for i in range(5000):  # far more than an unread socket queues
+            notifier.status(f"backlog {i}")
+        done.set()
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    assert done.wait(60), "sending to a full notify socket blocked"
+
+
+def test_the_watchdog_is_pinged_at_most_every_half_interval(systemd: FakeSystemd) -> None:
+    from labelsync.sdnotify import WatchdogPacer
+
+    now = [0.0]
+    pacer = WatchdogPacer(Notifier(systemd.notify_socket, watchdog_usec=4_000_000), lambda: now[0])
+    for step in range(41):  # 0.0 .. 4.0 s in 0.1 s steps; interval 2 s -> a ping a second
+        now[0] = step / 10
+        pacer()
+    pings = []
+    systemd.sock.settimeout(0.5)
+    try:
+        while True:
+            pings.append(systemd.sock.recv(64))
+    except TimeoutError:
+        pass
+    assert pings == [b"WATCHDOG=1"] * 5  # at 0, 1, 2, 3, 4 s
+    WatchdogPacer(Notifier(systemd.notify_socket))()  # no WATCHDOG_USEC: nothing sent
+    with pytest.raises(TimeoutError):
+        systemd.sock.recv(64)

@@ -91,7 +91,7 @@ class Conversation:
     # Top-level fields labelsync does not interpret; they travel in the task's meta.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def user_turns(self) -> int:
         return sum(1 for m in self.messages if m.role == "user")
 

@@ -29,7 +29,7 @@ from labelsync.files import FileRead, FileStat, TooLarge, Unsettled, read_stable
 from labelsync.labelstudio import LabelStudio
 from labelsync.plan import NewVersion, Skip, Wait, plan
 from labelsync.state import FileRecord, Pending, State, VersionRecord
-from labelsync.task import build_task
+from labelsync.task import TaskDraft, draft_task
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ OUTCOMES = (
 class EngineConfig:
     root: Path
     min_turns: int = 2
-    batch_size: int = 500
+    batch_size: int = 1000
     max_file_bytes: int = 10 * 1024 * 1024
     fields: Fields = field(default_factory=Fields)
 
@@ -69,6 +69,7 @@ class SyncReport:
 class _Parsed:
     read: FileRead
     parsed: Conversation | InvalidConversation
+    draft: TaskDraft | None = None  # the task but its version, for a Conversation
 
 
 _FileUpdate = tuple[str, FileStat, str, str | None, str, str | None]
@@ -184,21 +185,27 @@ class Engine:
         if not dry_run:
             report.tally["recovered"] += self._resolve_outbox()
         ordered = _oldest_first(paths)
-        chunks = [
-            ordered[i : i + self.config.batch_size]
-            for i in range(0, len(ordered), self.config.batch_size)
-        ]
-        # Reading and parsing the next chunk overlaps with delivering this one: the
-        # import is spent waiting on Label Studio, and the reader needs no state.
+        size = self.config.batch_size
+        chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+        # Reading and parsing the next chunk overlaps with importing this one (time
+        # spent waiting on Label Studio). It starts only once this chunk's state
+        # writes are done: the reader holds the GIL, and SQLite needs it per row.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelsync-read") as reader:
             pending = self._read_ahead(reader, chunks, 0, recheck)
             for index in range(len(chunks)):
                 reads = pending.result() if pending else _Reads()
-                pending = self._read_ahead(reader, chunks, index + 1, recheck)
+                pending = None
                 if self.stop.is_set():
                     break
+
+                def read_next(index: int = index) -> None:
+                    nonlocal pending
+                    pending = self._read_ahead(reader, chunks, index + 1, recheck)
+
                 reads.merge_into(report)
-                self._plan_and_deliver(reads, report, dry_run)
+                self._plan_and_deliver(reads, report, dry_run, read_next)
+                if pending is None:
+                    read_next()
                 self.heartbeat()
                 if progress:
                     progress(len(chunks[index]))
@@ -233,7 +240,13 @@ class Engine:
                 reads.to_plan.append(item)
         return reads
 
-    def _plan_and_deliver(self, reads: _Reads, report: SyncReport, dry_run: bool) -> None:
+    def _plan_and_deliver(
+        self,
+        reads: _Reads,
+        report: SyncReport,
+        dry_run: bool,
+        while_importing: Callable[[], None] = lambda: None,
+    ) -> None:
         tally, updates, to_plan = report.tally, reads.updates, reads.to_plan
         sent_by_thread = {
             thread: {v.sync_key: v.version for v in versions}
@@ -267,7 +280,7 @@ class Engine:
             for _, version in outgoing:
                 tally["new_tasks" if version == 1 else "new_versions"] += 1
             return
-        self._deliver(outgoing, updates, report)
+        self._deliver(outgoing, updates, report, while_importing)
 
     def _read(self, path: Path, record: FileRecord | None, reads: _Reads) -> _Parsed | None:
         try:
@@ -289,29 +302,31 @@ class Engine:
             )
             return None
         try:
-            return _Parsed(read, parse(read.raw, path.name, self.config.fields))
+            conversation = parse(read.raw, path.name, self.config.fields)
         except InvalidConversation as invalid:
             return _Parsed(read, invalid)
+        draft = draft_task(conversation, _relative(path, self.config.root))
+        return _Parsed(read, conversation, draft)
 
     def _deliver(
         self,
         outgoing: list[tuple[_Parsed, int]],
         updates: list[_FileUpdate],
         report: SyncReport,
+        while_importing: Callable[[], None] = lambda: None,
     ) -> None:
         tally = report.tally
-        root = self.config.root
         now = time.time()
         batch = []
         for item, version in outgoing:
-            conversation = item.parsed
-            assert isinstance(conversation, Conversation)
-            source = _relative(item.read.path, root)
+            conversation, draft = item.parsed, item.draft
+            assert isinstance(conversation, Conversation) and draft is not None
+            source = draft.data["source_file"]
             batch.append(
                 (
                     item,
                     Pending(conversation.sync_key, conversation.thread_id, version, source, now),
-                    Outgoing(conversation.sync_key, build_task(conversation, version, source)),
+                    Outgoing(conversation.sync_key, draft.numbered(version)),
                 )
             )
         with self.state.transaction() as db:
@@ -321,6 +336,7 @@ class Engine:
             return
 
         started = time.monotonic()
+        while_importing()
         delivered = self.delivery.send([out for _, _, out in batch])
         log.debug(
             "imported %d tasks in %.2f s", len(delivered.task_ids), time.monotonic() - started

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     pattern: str = "*.json"
     recursive: bool = False
     min_turns: int = Field(2, ge=0)
-    batch_size: int = Field(500, ge=1, le=10_000)
+    batch_size: int = Field(1000, ge=1, le=10_000)
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     timeout_seconds: float = Field(30.0, gt=0)
     retry_attempts: int = Field(8, ge=1)

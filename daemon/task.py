@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from labelsync.contract import Conversation
 
 
-def build_task(conversation: Conversation, version: int, source_file: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TaskDraft:
+    """A task but for its version number, which only planning can give.
+
+    Built on the engine's reader thread, so the import loop only numbers it.
+    """
+
+    data: dict[str, Any]
+    meta: dict[str, Any]
+
+    def numbered(self, version: int) -> dict[str, Any]:
+        thread_id = self.data["thread_id"]
+        data = {**self.data, "version": version, "session_id": f"{thread_id}_v{version}"}
+        return {"data": data, "meta": self.meta}
+
+
+def draft_task(conversation: Conversation, source_file: str) -> TaskDraft:
     """`data` is what the template and the Data Manager use; `meta` keeps the rest.
 
     `sync_key` lives in `data` (not `meta`) because Label Studio can filter on
@@ -17,8 +34,6 @@ def build_task(conversation: Conversation, version: int, source_file: str) -> di
     data: dict[str, Any] = {
         "chat": [{"role": m.role, "content": m.content} for m in conversation.messages],
         "thread_id": conversation.thread_id,
-        "version": version,
-        "session_id": f"{conversation.thread_id}_v{version}",
         "model": conversation.model or "",
         "turn_count": conversation.user_turns,
         "timestamp": conversation.timestamp or "",
@@ -31,7 +46,12 @@ def build_task(conversation: Conversation, version: int, source_file: str) -> di
     times = [m.timestamp for m in conversation.messages]
     if any(times):
         meta["message_timestamps"] = times
-    return {"data": data, "meta": meta}
+    return TaskDraft(data, meta)
+
+
+def build_task(conversation: Conversation, version: int, source_file: str) -> dict[str, Any]:
+    """The task for one version of a conversation: data.chat, thread_id, version, ..."""
+    return draft_task(conversation, source_file).numbered(version)
 
 
 def feedback_summary(conversation: Conversation) -> str:

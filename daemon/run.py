@@ -46,7 +46,7 @@ class RunConfig:
     quiet_s: float = 300.0
     max_wait_s: float = 3600.0
     settle_s: float = 2.0
-    flush_s: float = 1.0
+    flush_s: float = 0.25
     rescan_s: float = 300.0
     pattern: str = "*.json"
     recursive: bool = False

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     quiet_seconds: float = Field(300.0, gt=0)
     max_wait_seconds: float = Field(3600.0, gt=0)
     settle_seconds: float = Field(2.0, ge=0)
-    flush_seconds: float = Field(1.0, ge=0)
+    flush_seconds: float = Field(0.25, ge=0)
     rescan_seconds: float = Field(300.0, gt=0)
     polling: bool = False
     polling_interval_seconds: float = Field(2.0, gt=0)

@@ -102,3 +102,33 @@ def test_the_env_example_is_plain_settings_and_holds_no_secret() -> None:
     chatbot = (UNITS_DIR / CHATBOT).read_text()
     assert "StateDirectory=labelsync-chatbot labelsync-chatbot/conversations" in chatbot
     assert settings["LABELSYNC_WATCH_DIR"] == "/var/lib/labelsync-chatbot/conversations"
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers missing")
+def test_sysusers_creates_the_group_and_the_chatbot_user(tmp_path: Path) -> None:
+    """What the units expect to exist: the group the daemon joins, the chatbot's user in it."""
+    (tmp_path / "etc").mkdir()
+    for name in ("passwd", "group"):
+        (tmp_path / "etc" / name).write_text("")
+    result = subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", str(UNITS_DIR / "labelsync.sysusers")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    groups = {
+        line.split(":")[0]: line.split(":")[2]
+        for line in (tmp_path / "etc" / "group").read_text().splitlines()
+    }
+    user = next(
+        line.split(":")
+        for line in (tmp_path / "etc" / "passwd").read_text().splitlines()
+        if line.startswith("labelsync-chatbot:")
+    )
+    assert "labelsync" in groups and user[3] == groups["labelsync"]
+    assert user[5] == "/var/lib/labelsync-chatbot"
+    chatbot_unit = (UNITS_DIR / "labelsync-chatbot.service").read_text()
+    assert "User=labelsync-chatbot" in chatbot_unit and "Group=labelsync" in chatbot_unit
+    assert "SupplementaryGroups=labelsync" in (UNITS_DIR / "labelsync.service").read_text()

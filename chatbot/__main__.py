@@ -11,6 +11,7 @@ files still go to LABELSYNC_WATCH_DIR, relative to the current directory.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -69,6 +70,14 @@ def chainlit_command(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     env = dict(os.environ)
+    missing = [name for name in ("chainlit", "ollama") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"labelsync-chatbot: {', '.join(missing)} not installed; the chatbot is an extra: "
+            "pip install 'labelsync[chatbot]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = load_settings()
     except SettingsProblem as exc:

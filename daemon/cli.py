@@ -193,7 +193,7 @@ def _engine(
         ls,
         stop,
         policy or RetryPolicy(attempts=settings.retry_attempts),
-        on_retry=lambda _error, _delay: beat(),
+        heartbeat=beat,
     )
     if check:  # a wrong key or project is one clear line before anything else happens
         delivery.call(ls.project_title)

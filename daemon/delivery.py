@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -63,12 +64,14 @@ class Delivery:
         ls: LabelStudio,
         stop: threading.Event,
         policy: RetryPolicy = RetryPolicy(),
-        on_retry: Callable[[str, float], None] | None = None,
+        heartbeat: Callable[[], object] = lambda: None,
     ) -> None:
         self._ls = ls
         self._stop = stop
         self._policy = policy
-        self._on_retry = on_retry
+        # Called through every wait: the daemon's watchdog ping, so a long
+        # backoff is not mistaken for a hung loop.
+        self._heartbeat = heartbeat
 
     def send(self, items: Sequence[Outgoing], resolve_first: bool = False) -> Delivered:
         """Import items; resolve_first when an earlier attempt's outcome is unknown."""
@@ -129,22 +132,35 @@ class Delivery:
             retry=retry_if_exception_type(Unavailable),
             stop=stop_never if policy.attempts is None else stop_after_attempt(policy.attempts),
             wait=self._wait,
-            sleep=self._sleep,
+            sleep=self.pause,
             before_sleep=self._before_sleep,
             reraise=True,
         )
 
     def _wait(self, state: RetryCallState) -> float:
-        """Full-jitter exponential backoff, but never sooner than Retry-After."""
+        """Jittered exponential backoff, never sooner than Retry-After.
+
+        After an import that timed out, Label Studio may still be working on it:
+        wait one more request timeout before asking which keys it has, as after
+        a crash (engine._resolve_outbox), so a late import is found, not repeated.
+        """
         ceiling = min(self._policy.max_s, self._policy.initial_s * 2 ** (state.attempt_number - 1))
         delay = random.uniform(ceiling / 2, ceiling)
         exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after_s", None)
-        return max(delay, retry_after) if retry_after is not None else delay
+        if isinstance(exc, Unavailable):
+            if exc.retry_after_s is not None:
+                delay = max(delay, exc.retry_after_s)
+            if exc.kind == "timeout" and exc.outcome_unknown:
+                delay = max(delay, self._ls.timeout_s)
+        return delay
 
-    def _sleep(self, seconds: float) -> None:
-        if self._stop.wait(seconds):
-            raise Stopped()
+    def pause(self, seconds: float) -> None:
+        """Wait, cut short by a stop request (raises Stopped), keeping the heartbeat."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stop.wait(min(left, 5.0)):
+                raise Stopped()
+            self._heartbeat()
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -152,5 +168,3 @@ class Delivery:
         log.warning(
             "Label Studio unavailable (%s); retry %d in %.1f s", exc, state.attempt_number, delay
         )
-        if self._on_retry:
-            self._on_retry(str(exc), delay)

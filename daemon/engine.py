@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelsync.contract import Conversation, Fields, InvalidConversation, parse
-from labelsync.delivery import Delivery, Outgoing, Stopped
+from labelsync.delivery import Delivery, Outgoing
 from labelsync.files import FileRead, FileStat, TooLarge, Unsettled, read_stable
 from labelsync.labelstudio import LabelStudio
 from labelsync.plan import NewVersion, Skip, Wait, plan
@@ -139,11 +139,7 @@ class Engine:
         delay = settle_until - time.time()
         if delay > 0:
             log.info("waiting %.0f s for imports interrupted by a crash to settle", delay)
-            deadline = time.monotonic() + delay
-            while (left := deadline - time.monotonic()) > 0:
-                if self.stop.wait(min(left, 5.0)):
-                    raise Stopped()
-                self.heartbeat()
+            self.delivery.pause(delay)
         found = self.delivery.resolve([p.sync_key for p in pending])
         by_key = {p.sync_key: p for p in pending}
         with self.state.transaction() as db:

@@ -125,12 +125,13 @@ def backfill(
         tally.update(recovered)
         elapsed = time.monotonic() - started
         quarantined = engine.state.problem_files("quarantined")
-        engine.state.set_meta(
-            "last_backfill",
-            json.dumps(
-                {"at": time.time(), "dir": str(root), "seconds": round(elapsed, 3), **tally}
-            ),
-        )
+        if not dry_run:
+            engine.state.set_meta(
+                "last_backfill",
+                json.dumps(
+                    {"at": time.time(), "dir": str(root), "seconds": round(elapsed, 3), **tally}
+                ),
+            )
     _summary(console, tally, elapsed, dry_run, len(quarantined))
     if stop.is_set():
         raise _Fail("interrupted; the next run picks up where this one ended")

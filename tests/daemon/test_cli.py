@@ -48,6 +48,8 @@ def test_dry_run_sends_and_records_nothing(env, ls_project):
     assert result.returncode == 0, result.stderr
     assert "dry run" in result.stdout + result.stderr
     assert project_tasks(ls_project) == []
+    status = json.loads(run(["status", "--json"], env).stdout)
+    assert status["last_backfill"] is None and status["counts"].get("files_synced", 0) == 0
     assert run(["backfill"], env).returncode == 0
     assert len(project_tasks(ls_project)) == 5
 

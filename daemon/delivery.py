@@ -73,10 +73,10 @@ class Delivery:
         # backoff is not mistaken for a hung loop.
         self._heartbeat = heartbeat
 
-    def send(self, items: Sequence[Outgoing], resolve_first: bool = False) -> Delivered:
-        """Import items; resolve_first when an earlier attempt's outcome is unknown."""
+    def send(self, items: Sequence[Outgoing]) -> Delivered:
+        """Import items; the outbox holds them until the result is recorded."""
         result = Delivered()
-        self._send(list(items), result, resolve_first)
+        self._send(list(items), result)
         return result
 
     def call(self, fn: Callable[[], R]) -> R:
@@ -90,23 +90,23 @@ class Delivery:
         """Which of these keys Label Studio has (sync_key -> task id), retrying."""
         return self.call(lambda: self._ls.find_sync_keys(sync_keys))
 
-    def _send(self, items: list[Outgoing], result: Delivered, resolve_first: bool) -> None:
+    def _send(self, items: list[Outgoing], result: Delivered) -> None:
         try:
-            self._import_retrying(items, result, resolve_first)
+            self._import_retrying(items, result)
         except BadTasks as exc:
             if len(items) == 1:
                 result.rejected[items[0].sync_key] = str(exc)
                 return
             middle = len(items) // 2
             # A 400 means nothing of this batch was imported: the halves start clean.
-            self._send(items[:middle], result, False)
-            self._send(items[middle:], result, False)
+            self._send(items[:middle], result)
+            self._send(items[middle:], result)
 
     def _import_retrying(
-        self, items: list[Outgoing], result: Delivered, resolve_first: bool
+        self, items: list[Outgoing], result: Delivered
     ) -> None:
         pending = {item.sync_key: item for item in items}
-        unknown = resolve_first
+        unknown = False  # set after a failure that may have imported anyway
         for attempt in self._retrying():
             with attempt:
                 if unknown:

@@ -334,6 +334,7 @@ class Engine:
         started = time.monotonic()
         while_importing()
         delivered = self.delivery.send([out for _, _, out in batch])
+        tally["recovered"] += delivered.found_existing
         log.debug(
             "imported %d tasks in %.2f s", len(delivered.task_ids), time.monotonic() - started
         )

@@ -155,6 +155,7 @@ def test_import_answered_with_an_error_after_it_happened_is_not_repeated(
         )
         tally = make_engine(url=proxy.url).backfill()
     assert tally["new_tasks"] == 12
+    assert tally["recovered"] == 12  # found by asking, as the summary says
     assert len(project_tasks(ls_project)) == 12
     imports = [s for m, p, s in proxy.seen if m == "POST" and "/import" in p]
     assert imports == [502]  # resolved by asking, never imported a second time

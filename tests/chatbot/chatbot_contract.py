@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SCHEMA = Path(__file__).resolve().parents[2] / "daemon" / "schema" / "conversation.v1.schema.json"
+SCHEMA = Path(__file__).resolve().parents[2] / "daemon" / "labelsync" / "schema" / "conversation.v1.schema.json"
 
 
 def assert_follows_contract(data: dict[str, Any]) -> None:

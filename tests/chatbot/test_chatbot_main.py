@@ -1,4 +1,4 @@
-"""chatbot/__main__.py: the `labelsync-chatbot` command."""
+"""chatbot/labelsync_chatbot/__main__.py: the `labelsync-chatbot` command."""
 
 from __future__ import annotations
 

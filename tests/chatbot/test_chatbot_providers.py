@@ -1,4 +1,4 @@
-"""chatbot/providers.py against the Ollama stub, through the real `ollama` client."""
+"""chatbot/labelsync_chatbot/providers.py against the Ollama stub, through the real `ollama` client."""
 
 from __future__ import annotations
 

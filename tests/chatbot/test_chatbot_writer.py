@@ -1,4 +1,4 @@
-"""chatbot/writer.py: atomic files in the contract's shape."""
+"""chatbot/labelsync_chatbot/writer.py: atomic files in the contract's shape."""
 
 from __future__ import annotations
 

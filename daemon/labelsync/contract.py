@@ -2,7 +2,7 @@
 
 A file is parsed into a `Conversation`, whatever shape the bot wrote:
 
-- labelsync's own shape (daemon/schema/conversation.v1.schema.json), which is
+- labelsync's own shape (daemon/labelsync/schema/conversation.v1.schema.json), which is
   the Chainlit tutorial logger's `{session_id, timestamp, model, messages,
   turn_count, metadata}` plus optional fields;
 - OpenAI-style `{"id"?, "messages": [...]}`, where `content` may be a list of parts;

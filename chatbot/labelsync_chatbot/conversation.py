@@ -98,7 +98,7 @@ def provider_messages(conv: Conversation, system_prompt: str) -> list[dict[str, 
 
 
 def to_contract(conv: Conversation, now: datetime) -> dict[str, Any]:
-    """The file contents (daemon/schema/conversation.v1.schema.json)."""
+    """The file contents (daemon/labelsync/schema/conversation.v1.schema.json)."""
     data: dict[str, Any] = {
         "contract": CONTRACT,
         "thread_id": conv.thread_id,

@@ -104,8 +104,11 @@ def backfill(
     stop = threading.Event()
     with _user_errors(), _stop_on_signals(stop), _engine(settings, stop) as engine:
         started = time.monotonic()
-        recovered = engine.prepare()
-        files = list(scan(root, settings.pattern, settings.recursive))
+        tally = engine.prepare()
+        files = list(scan(root, settings.patterns, settings.recursive, settings.follow_symlinks))
+        readable = [f for f in files if f.stat is not None]
+        if not readable:
+            _nothing_to_read(root, settings, files)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -115,16 +118,33 @@ def backfill(
         with Progress(
             *columns, console=console, transient=False, disable=not console.is_terminal
         ) as progress:
-            bar = progress.add_task("dry run" if dry_run else "syncing", total=len(files))
-            tally = engine.sync(
-                files,
-                dry_run=dry_run,
-                recheck=recheck,
-                progress=lambda n: progress.advance(bar, n),
-            ).tally
-        tally.update(recovered)
+            bar = progress.add_task("dry run" if dry_run else "files", total=len(files))
+            retry = [] if dry_run else engine.retry_rejected()
+            tally.update(
+                engine.sync(
+                    files,
+                    dry_run=dry_run,
+                    recheck=recheck,
+                    final=True,
+                    force=retry,
+                    progress=lambda n: progress.advance(bar, n),
+                ).tally
+            )
+            if not stop.is_set():
+                open_ = len(engine.state.tailed(open_only=True))
+                if open_:
+                    chats = progress.add_task("log conversations", total=open_)
+                    tally.update(
+                        engine.sync_tailed(
+                            dry_run=dry_run, progress=lambda n: progress.advance(chats, n)
+                        ).tally
+                    )
         elapsed = time.monotonic() - started
-        quarantined = engine.state.problem_files("quarantined")
+        counts = engine.state.counts()
+        problems = {
+            status: engine.state.problems(status, limit=20)
+            for status in ("quarantined", "rejected", "skipped")
+        }
         if not dry_run:
             engine.state.set_meta(
                 "last_backfill",
@@ -132,40 +152,85 @@ def backfill(
                     {"at": time.time(), "dir": str(root), "seconds": round(elapsed, 3), **tally}
                 ),
             )
-    _summary(console, tally, elapsed, dry_run, len(quarantined))
+    _summary(console, tally, elapsed, dry_run, counts, settings.min_turns)
     if stop.is_set():
         raise _Fail("interrupted; the next run picks up where this one ended")
-    in_root = [(p, r) for p, r in quarantined if Path(p).is_relative_to(root)]
-    for path, reason in in_root[:20]:
-        console.print(f"[yellow]quarantined[/] {path}: {reason}", highlight=False)
-    if in_root:
+    shown = 0
+    for status, rows in problems.items():
+        for path, position, reason in rows:
+            if Path(path).is_relative_to(root):
+                where = f"{path} {position}" if position else path
+                console.print(f"[yellow]{status}[/] {where}: {reason}", highlight=False)
+                shown += 1
+    if shown:
         ctx.exit(EXIT_QUARANTINED)
 
 
-def _summary(console: Any, tally: Counter[str], elapsed: float, dry_run: bool, q: int) -> None:
+def _nothing_to_read(root: Path, settings: Settings, files: list[Any]) -> None:
+    """Exit 1 with what was there instead, so a wrong pattern is seen at once."""
+    from collections import Counter as Tally
+
+    seen: Tally[str] = Tally()
+    for path in root.rglob("*") if settings.recursive else root.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            seen[path.suffix.lower() or "(no extension)"] += 1
+    what = ", ".join(f"{ext} ({n})" for ext, n in seen.most_common(8)) or "no files at all"
+    skipped = f"; {len(files)} skipped (not regular files, or symlinks out)" if files else ""
+    click.echo(
+        f"labelsync: no conversation file to read in {root}: LABELSYNC_PATTERN is "
+        f"{','.join(settings.patterns)}{skipped}; files there: {what}",
+        err=True,
+    )
+    raise SystemExit(EXIT_QUARANTINED)
+
+
+_LABELS = {
+    "files": "files seen",
+    "unchanged": "unchanged since last run",
+    "conversations": "conversations read",
+    "new_tasks": "new conversations (version 1)",
+    "new_versions": "new versions (2, 3, ...)",
+    "duplicates": "same content as a sent version",
+    "feedback": "feedback changed, content sent before",
+    "waiting": "waiting for more turns",
+    "too_short": "too short, will not grow",
+    "quarantined": "quarantined or rejected in this run",
+    "skipped": "skipped (not regular files, ...)",
+    "changing": "still being written (next run)",
+    "recovered": "recovered from Label Studio",
+}
+
+
+def _summary(
+    console: Any,
+    tally: Counter[str],
+    elapsed: float,
+    dry_run: bool,
+    counts: dict[str, int],
+    min_turns: int,
+) -> None:
     from rich.table import Table
 
     from labelsync.engine import OUTCOMES
 
-    labels = {
-        "files": "files seen",
-        "unchanged": "unchanged since last run",
-        "new_tasks": "new conversations (version 1)",
-        "new_versions": "new versions (2, 3, ...)",
-        "duplicates": "same content as a sent version",
-        "waiting": "waiting for more turns",
-        "quarantined": "quarantined in this run",
-        "changing": "still being written (next run)",
-        "recovered": "recovered from Label Studio",
-    }
     table = Table(
         title=("dry run: nothing sent" if dry_run else "backfill") + f" in {elapsed:.1f} s",
         show_header=False,
     )
     for key in OUTCOMES:
-        table.add_row(labels[key], str(tally.get(key, 0)))
-    table.add_row("quarantined files in all", str(q))
+        table.add_row(_LABELS[key], str(tally.get(key, 0)))
+    table.add_row(
+        "quarantined in all", str(counts.get("quarantined", 0) + counts.get("rejected", 0))
+    )
     console.print(table)
+    short = tally.get("too_short", 0)
+    if short:
+        console.print(
+            f"{short} conversations have fewer than LABELSYNC_MIN_TURNS={min_turns} user turns "
+            "and will not grow; LABELSYNC_MIN_TURNS=1 and `labelsync backfill --recheck` "
+            "would send them.",
+            highlight=False,
+        )
 
 
 @contextmanager
@@ -205,7 +270,8 @@ def _engine(
             min_turns=settings.min_turns,
             batch_size=settings.batch_size,
             max_file_bytes=settings.max_file_bytes,
-            fields=settings.fields,
+            options=settings.options,
+            max_wait_s=settings.max_wait_seconds,
         )
         yield Engine(state, ls, delivery, config, stop, beat)
     finally:
@@ -281,8 +347,9 @@ def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> Non
             settle_s=min(settings.settle_seconds, settings.quiet_seconds),
             flush_s=settings.flush_seconds,
             rescan_s=settings.rescan_seconds,
-            pattern=settings.pattern,
+            patterns=settings.patterns,
             recursive=settings.recursive,
+            follow_symlinks=settings.follow_symlinks,
             polling=settings.polling,
             polling_interval_s=settings.polling_interval_seconds,
         )
@@ -294,10 +361,20 @@ def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> Non
 
 
 # -- status --------------------------------------------------------------------------------
+_PROBLEMS = (
+    ("quarantined", "quarantined"),
+    ("rejected", "rejected by Label Studio (tried again every 10 min and at start)"),
+    ("waiting", "waiting for more turns"),
+    ("too_short", "too short (will not grow)"),
+    ("skipped", "skipped"),
+)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="List every problem, not the first 20.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
     """What labelsync knows: tasks sent, backlog, last sync, quarantined files."""
     from labelsync.state import STATE_FILE, State
 
@@ -307,38 +384,48 @@ def status(ctx: click.Context, as_json: bool) -> None:
         raise _Fail(
             f"no state yet in {settings.state_dir} (run `labelsync backfill` or `labelsync run`)"
         )
+    limit = None if show_all or as_json else 20
     with _user_errors():
         state = State.open(path)
-    try:
-        report: dict[str, Any] = {
-            "state_dir": str(settings.state_dir),
-            "label_studio": state.get_meta("url"),
-            "project_id": state.get_meta("project_id"),
-            "counts": state.counts(),
-            "last_backfill": json.loads(state.get_meta("last_backfill") or "null"),
-            "daemon": json.loads(state.get_meta("daemon") or "null"),
-            "quarantined": [
-                {"path": p, "reason": r} for p, r in state.problem_files("quarantined")
-            ],
-            "waiting": [{"path": p, "reason": r} for p, r in state.problem_files("waiting")],
-        }
-    finally:
-        state.close()
+        try:
+            counts = state.counts()
+            report: dict[str, Any] = {
+                "state_dir": str(settings.state_dir),
+                "label_studio": state.get_meta("url"),
+                "project_id": state.get_meta("project_id"),
+                "counts": counts,
+                "last_backfill": json.loads(state.get_meta("last_backfill") or "null"),
+                "daemon": json.loads(state.get_meta("daemon") or "null"),
+                **{
+                    status: [
+                        {"path": p, "position": at, "reason": r}
+                        for p, at, r in state.problems(status, limit)
+                    ]
+                    for status, _ in _PROBLEMS
+                },
+            }
+        finally:
+            state.close()
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    counts = report["counts"]
     click.echo(f"state:          {report['state_dir']}")
     click.echo(f"project:        {report['project_id'] or '-'} at {report['label_studio'] or '-'}")
+    retired = f", {counts['retired']} retired" if counts.get("retired") else ""
     click.echo(
         f"conversations:  {counts.get('conversations', 0)} in "
-        f"{counts.get('tasks', 0)} tasks (versions)"
+        f"{counts.get('tasks', 0)} tasks (versions{retired})"
     )
     click.echo(
-        f"files:          {counts.get('files_synced', 0)} synced, "
-        f"{counts.get('files_waiting', 0)} waiting for more turns, "
-        f"{counts.get('files_quarantined', 0)} quarantined"
+        f"read:           {counts.get('files', 0)} files; conversations: "
+        f"{counts.get('synced', 0)} synced, {counts.get('waiting', 0)} waiting for more turns, "
+        f"{counts.get('too_short', 0)} too short, {counts.get('quarantined', 0)} quarantined, "
+        f"{counts.get('rejected', 0)} rejected"
     )
+    if counts.get("open_tailed"):
+        click.echo(
+            f"logs:           {counts['open_tailed']} conversations with new lines to decide"
+        )
     click.echo(f"outbox:         {counts.get('outbox', 0)} imports of unknown outcome")
     if report["last_backfill"]:
         b = report["last_backfill"]
@@ -350,7 +437,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         d = report["daemon"]
         click.echo(
             f"daemon:         {d.get('status', '?')} (updated {_ago(d.get('at', 0))}), "
-            f"backlog {d.get('backlog', 0)} files, watch dir {d.get('watch_dir', '?')}"
+            f"backlog {d.get('backlog', 0)}, watch dir {d.get('watch_dir', '?')}"
         )
         last = _ago(d["last_sync"]) if d.get("last_sync") else "not yet"
         totals = d.get("totals") or {}
@@ -360,8 +447,19 @@ def status(ctx: click.Context, as_json: bool) -> None:
         )
         if d.get("last_error"):
             click.echo(f"last error:     {d['last_error']}")
-    for item in report["quarantined"]:
-        click.echo(f"quarantined:    {item['path']}: {item['reason']}")
+    for status_, label in _PROBLEMS:
+        rows = report[status_]
+        for row in rows:
+            where = f"{row['path']} {row['position']}" if row["position"] else row["path"]
+            click.echo(f"{label}: {where}: {row['reason']}")
+        total = counts.get(status_, 0)
+        if limit is not None and total > len(rows) and rows:
+            click.echo(f"{label}: ... and {total - len(rows)} more (labelsync status --all)")
+    if counts.get("too_short"):
+        click.echo(
+            "hint: conversations too short are sent with a lower LABELSYNC_MIN_TURNS "
+            "and `labelsync backfill --recheck`"
+        )
 
 
 def _ago(at: float) -> str:
@@ -375,37 +473,83 @@ def _ago(at: float) -> str:
 # -- validate ------------------------------------------------------------------------------
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--show", is_flag=True, help="Print the first conversation as the task will hold it.")
 @click.pass_context
-def validate(ctx: click.Context, files: tuple[Path, ...]) -> None:
-    """Check conversation files against the contract and say exactly what is wrong."""
-    from labelsync.contract import InvalidConversation, parse
-    from labelsync.files import TooLarge, Unsettled, read_stable
+def validate(ctx: click.Context, files: tuple[Path, ...], show: bool) -> None:
+    """Say what labelsync reads in each file, and exactly what is wrong."""
+    from labelsync.files import TooLarge, Unreadable, Unsettled
+    from labelsync.inspect import inspect
+    from labelsync.task import build_task
 
     settings = _settings(ctx)
     bad = 0
     for path in files:
         try:
-            read = read_stable(path, settings.max_file_bytes)
-            conversation = parse(read.raw, path.name, settings.fields)
-        except (InvalidConversation, TooLarge, Unsettled, OSError) as exc:
+            report = inspect(path, settings.options, settings.max_file_bytes)
+        except (TooLarge, Unsettled, Unreadable, OSError) as exc:
             bad += 1
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
             click.echo(f"{path}: invalid: {reason}")
             continue
-        turns = conversation.user_turns
-        click.echo(
-            f"{path}: ok: {conversation.shape} shape, conversation {conversation.thread_id!r}, "
-            f"{len(conversation.messages)} messages, {turns} user turns, "
-            f"sync key {conversation.sync_key}"
+        if report.count == 0:
+            bad += 1
+            reason = report.problems[0][1] if report.problems else "no conversation in it"
+            where = (
+                f" ({report.problems[0][0]})" if report.problems and report.problems[0][0] else ""
+            )
+            click.echo(f"{path}: invalid{where}: {reason}")
+            for position, why in report.problems[1:10]:
+                click.echo(f"{path}: {position}: {why}")
+            continue
+        shapes = ", ".join(
+            f"{shape} ({n})" if len(report.shapes) > 1 else shape
+            for shape, n in report.shapes.most_common()
         )
-        if turns < settings.min_turns:
+        if report.count == 1 and not report.problems:
+            c = report.conversations[0]
+            click.echo(
+                f"{path}: ok: {shapes} shape, conversation {c.thread_id!r}, "
+                f"{len(c.messages)} messages, {c.user_turns} user turns, sync key {c.sync_key}"
+            )
+        else:
+            click.echo(
+                f"{path}: ok: {shapes} shape, {report.count} conversations"
+                + (f", {len(report.problems)} could not be read" if report.problems else "")
+            )
+        for position, why in report.problems[:20]:
+            click.echo(f"{path}: {position}: {why}")
+        if len(report.problems) > 20:
+            click.echo(f"{path}: ... and {len(report.problems) - 20} more")
+        short = [c for c in report.conversations if c.user_turns < settings.min_turns]
+        if report.count == 1 and short:
+            c = short[0]
+            grows = not (c.final or c.ended)
+            why = "sent when it grows" if grows else "it will not grow: reported too short"
             click.echo(
                 f"{path}: note: waits until it has {settings.min_turns} user turns "
-                "(LABELSYNC_MIN_TURNS)"
+                f"(LABELSYNC_MIN_TURNS); {why}"
             )
-        roles = {m.role for m in conversation.messages} - {"user", "assistant", "system", "tool"}
-        if roles:
-            click.echo(f"{path}: note: unknown roles {sorted(roles)} are shown as they are")
+        elif short:
+            click.echo(
+                f"{path}: note: {len(short)} of the first {len(report.conversations)} have fewer "
+                f"than {settings.min_turns} user turns (LABELSYNC_MIN_TURNS): they wait, or are "
+                "reported too short when they cannot grow"
+            )
+        for warning in report.warnings[:10]:
+            click.echo(f"{path}: note: {warning}")
+        roles = {m.role for c in report.conversations for m in c.messages}
+        unknown = roles - {"user", "assistant", "system", "tool"}
+        if unknown:
+            click.echo(
+                f"{path}: note: unknown roles {sorted(unknown)} are shown as they are "
+                "(LABELSYNC_ROLE_MAP maps them)"
+            )
+        if show and report.conversations:
+            first = report.conversations[0]
+            task = build_task(first, 1, path.name)
+            click.echo(json.dumps(task, indent=2, ensure_ascii=False))
+        if report.problems:
+            bad += 1
     ctx.exit(EXIT_QUARANTINED if bad else EXIT_OK)
 
 

@@ -1,10 +1,14 @@
-"""Decide, without IO, what each parsed file means for Label Studio.
+"""Decide, without IO, what each conversation read means for Label Studio.
 
-Rules:
-- content already sent for that conversation (any version): Skip;
-- fewer user turns than min_turns: Wait (sent once it grows);
-- otherwise: NewVersion N+1 (older tasks and their annotations stay);
-- a file that could not be parsed: Quarantine (tried again when it changes).
+Rules, in order:
+- could not be read: Quarantine (tried again when its file changes);
+- content already sent for that conversation (any version): Skip, or
+  UpdateFeedback when only the chat user's feedback changed (a thumbs-up
+  given later is not a new version);
+- fewer user turns than min_turns: Wait while it can still grow, else
+  TooShort (an export or dataset row, an ended chat, or one quiet past the
+  max wait), with the setting that would send it;
+- otherwise: NewVersion N+1 (older tasks and their annotations stay).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from labelsync.contract import Conversation, InvalidConversation
+from labelsync.state import VersionRecord
 
 T = TypeVar("T")
 
@@ -24,7 +29,19 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class UpdateFeedback:
+    """Same dialogue as a sent version, new feedback from the chat user."""
+
+    version: VersionRecord
+
+
+@dataclass(frozen=True)
 class Wait:
+    reason: str
+
+
+@dataclass(frozen=True)
+class TooShort:
     reason: str
 
 
@@ -38,44 +55,65 @@ class Quarantine:
     reason: str
 
 
-Decision = Skip | Wait | NewVersion | Quarantine
+Decision = Skip | UpdateFeedback | Wait | TooShort | NewVersion | Quarantine
+
+# Why a short conversation will not grow (Conversation.final, ended, quiet).
+FINAL, ENDED, QUIET = "it came from an export or a dataset", "it has ended", "it has been quiet"
 
 
 def decide(
     parsed: Conversation | InvalidConversation,
-    sent: Mapping[str, int],
+    versions: Iterable[VersionRecord],
     min_turns: int,
+    settled: str | None = None,
 ) -> Decision:
-    """sent: sync_key -> version, for every version of this conversation known so far."""
+    """versions: every version of this conversation known so far (in this project).
+
+    settled: why this conversation cannot grow any more, if it cannot (FINAL,
+    ENDED, QUIET); None while it may still get turns.
+    """
     if isinstance(parsed, InvalidConversation):
         return Quarantine(parsed.reason)
-    version = sent.get(parsed.sync_key)
-    if version is not None:
-        return Skip(f"same content as version {version}")
+    known = list(versions)
+    for record in known:
+        if record.sync_key in (parsed.sync_key, parsed.legacy_key):
+            if record.sync_key == parsed.sync_key and record.feedback_key != parsed.feedback_key:
+                return UpdateFeedback(record)
+            return Skip(f"same content as version {record.version}")
     if parsed.user_turns < min_turns:
-        return Wait(f"{parsed.user_turns} of {min_turns} user turns (LABELSYNC_MIN_TURNS)")
-    return NewVersion(max(sent.values(), default=0) + 1)
+        turns = f"{parsed.user_turns} of {min_turns} user turns"
+        if settled is None:
+            return Wait(f"{turns} (LABELSYNC_MIN_TURNS): sent when it grows")
+        return TooShort(
+            f"{turns} and {settled} (LABELSYNC_MIN_TURNS={max(parsed.user_turns, 1)} would send it)"
+        )
+    return NewVersion(max((v.version for v in known), default=0) + 1)
 
 
 def plan(
-    items: Iterable[tuple[T, Conversation | InvalidConversation]],
-    sent_by_thread: Mapping[str, Mapping[str, int]],
+    items: Iterable[tuple[T, Conversation | InvalidConversation, str | None]],
+    known: Mapping[str, list[VersionRecord]],
     min_turns: int,
 ) -> Iterator[tuple[T, Decision]]:
-    """Decide a batch in order, so two files of one conversation become v1 then v2.
+    """Decide a batch in order, so two states of one conversation become v1 then v2.
 
-    Items are anything the caller wants back (usually the file read) paired with
-    the parse result. `sent_by_thread` is not modified.
+    Items are (anything the caller wants back, the parse result, why it is
+    settled). `known` (thread id -> versions) is not modified.
     """
-    working: dict[str, dict[str, int]] = {}
-    for item, parsed in items:
+    working: dict[str, list[VersionRecord]] = {}
+    for item, parsed, settled in items:
         if isinstance(parsed, InvalidConversation):
             yield item, Quarantine(parsed.reason)
             continue
         thread = parsed.thread_id
         if thread not in working:
-            working[thread] = dict(sent_by_thread.get(thread, {}))
-        decision = decide(parsed, working[thread], min_turns)
+            working[thread] = list(known.get(thread, ()))
+        decision = decide(parsed, working[thread], min_turns, settled)
         if isinstance(decision, NewVersion):
-            working[thread][parsed.sync_key] = decision.version
+            # Stands for the version until it is recorded; project and task are the engine's.
+            working[thread].append(
+                VersionRecord(
+                    0, thread, decision.version, parsed.sync_key, 0, "", parsed.feedback_key
+                )
+            )
         yield item, decision

@@ -2,19 +2,27 @@
 
     startup()    watch, scan the directory (what changed while labelsync was down
                  is due at once), READY=1;
-    main_loop()  hints -> debouncer -> settled files -> engine.sync -> metrics,
-                 STATUS=, WATCHDOG=1 from this very loop, so a hung loop is restarted;
+    main_loop()  hints -> debouncers -> engine -> metrics, STATUS=, WATCHDOG=1
+                 from this very loop, so a hung loop is restarted;
     shutdown()   STOPPING=1, stop watching. State is committed batch by batch.
 
-Label Studio being down never stops the loop: files stay queued, the loop keeps
-watching, and the sync is retried with backoff. A refused key is logged loudly
-and retried slowly instead of crashing the service into a restart loop.
+Two kinds of file, two clocks:
+- a JSON document is one file to settle: it is read once it has been quiet
+  (`quiet_s`, or `settle_s` when it says the conversation ended, at most
+  `max_wait_s` after its first change);
+- a JSON Lines log is read as soon as it grows (within `flush_s`), and each
+  conversation in it settles on its own clock, by the time its last line came.
+
+Label Studio being down never stops the loop: files stay queued, logs keep
+being indexed, and the sync is retried with backoff. A refused key is logged
+loudly and retried slowly instead of crashing the service into a restart loop.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import random
 import threading
@@ -24,14 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labelsync.contract import InvalidConversation, parse
+from labelsync.contract import Conversation
 from labelsync.debounce import Debouncer
 from labelsync.delivery import Stopped
 from labelsync.engine import Engine, SyncReport
-from labelsync.files import TooLarge, Unsettled, read_stable, scan
+from labelsync.files import display, examine, is_lines, scan
 from labelsync.labelstudio import AccessDenied, BadTasks, Fatal, LabelStudioError, Unavailable
 from labelsync.metrics import Metrics
 from labelsync.sdnotify import Notifier, WatchdogPacer
+from labelsync.sources import open_document
 from labelsync.watcher import Watcher, WatcherError
 
 log = logging.getLogger(__name__)
@@ -48,10 +57,12 @@ class RunConfig:
     settle_s: float = 2.0
     flush_s: float = 0.25
     rescan_s: float = 300.0
-    pattern: str = "*.json"
+    patterns: tuple[str, ...] = ("*.json", "*.jsonl", "*.ndjson")
     recursive: bool = False
+    follow_symlinks: bool = False
     polling: bool = False
     polling_interval_s: float = 2.0
+    retry_rejected_s: float = 600.0  # what Label Studio rejected is tried again this often
 
 
 class Daemon:
@@ -74,20 +85,30 @@ class Daemon:
         self.metrics = metrics
         self.clock, self.wall = clock, wall
         self.root = engine.config.root
+        self.real_root = os.path.realpath(self.root)
         self.hints: queue.Queue[Path] = queue.Queue()
+        # Documents: each file settles to quiescence.
         self.settling: Debouncer[Path] = Debouncer(
             config.quiet_s, config.max_wait_s, config.settle_s
         )
         # A second, short clock: a file quiet for settle_s is peeked at once, and
         # sent right away if its content says the conversation has ended.
         self.peeking: Debouncer[Path] = Debouncer(max(config.settle_s, 0.01), config.max_wait_s, 0)
-        self.ready: dict[Path, float] = {}  # settled, waiting for the batch to flush
+        self.ready: dict[Path, float] = {}  # settled documents, waiting for the batch to flush
+        # Logs: read as they grow; each conversation in them settles on its own.
+        self.growing: dict[Path, float] = {}  # logs with new bytes, to index
+        self.chatting: Debouncer[str] = Debouncer(
+            config.quiet_s, config.max_wait_s, config.settle_s
+        )
+        self.due: dict[str, float] = {}  # settled log conversations
+        self.retry: list[str] = []  # documents Label Studio rejected, to read again
         self.watcher: Watcher | None = None
         self.prepared = False
         self.failures = 0
         self.retry_at = 0.0
         self.next_rescan = 0.0
         self.next_status = 0.0
+        self.next_retry_rejected = 0.0
         self.totals: Counter[str] = Counter()
         self.last_error: str | None = None
         self.last_sync_at: float | None = None
@@ -103,6 +124,7 @@ class Daemon:
     def startup(self) -> None:
         self._start_watcher()
         self._prepare()
+        self._resume_conversations()
         self._rescan()
         self.notifier.ready(self._status_line())
         log.info(
@@ -119,9 +141,13 @@ class Daemon:
             now = self.clock()
             if not self.prepared and now >= self.retry_at:
                 self._prepare()
-            if now >= self.next_rescan:
+            if self._watch_lost() or now >= self.next_rescan:
                 self._rescan()
+            if self.prepared and now >= self.next_retry_rejected:
+                self._retry_rejected(now)
             self._collect_due(now)
+            if self.growing and now - min(self.growing.values()) >= self.config.flush_s:
+                self._index(now)
             if self._should_flush(now):
                 self._sync(now)
             self._heartbeat(now)
@@ -131,19 +157,19 @@ class Daemon:
         if self.watcher is not None:
             self.watcher.stop()
         self._publish(status="stopped")
-        log.info("stopped; %d files were still settling (sent on the next start)", self.backlog)
+        log.info("stopped; %d files or conversations were still settling", self.backlog)
 
     # -- stages --------------------------------------------------------------------------
     @property
     def backlog(self) -> int:
-        return len(self.settling) + len(self.ready)
+        return len(self.settling) + len(self.ready) + len(self.chatting) + len(self.due)
 
     def _start_watcher(self) -> None:
         try:
             self.watcher = Watcher(
                 self.root,
                 self.hints.put,
-                pattern=self.config.pattern,
+                patterns=self.config.patterns,
                 recursive=self.config.recursive,
                 polling=self.config.polling,
                 polling_interval_s=self.config.polling_interval_s,
@@ -162,6 +188,13 @@ class Daemon:
             return
         self.prepared = True
 
+    def _resume_conversations(self) -> None:
+        """Log conversations with lines not yet decided: due by the time their last line came."""
+        now, wall = self.clock(), self.wall()
+        for tailed in self.engine.state.tailed(open_only=True):
+            age = max(0.0, wall - tailed.last_at)
+            self.chatting.touch(tailed.thread_id, now - age, ended=tailed.ended)
+
     def _drain_hints(self, timeout_s: float) -> None:
         try:
             path = self.hints.get(timeout=max(0.0, timeout_s))
@@ -176,41 +209,94 @@ class Daemon:
                 return
 
     def _hint(self, path: Path, now: float) -> None:
-        if path.exists():
-            self.settling.touch(path, now)
-            self.peeking.touch(path, now)
+        if os.path.lexists(path):
+            if is_lines(path):
+                self.growing.setdefault(path, now)
+            else:
+                self.settling.touch(path, now)
+                self.peeking.touch(path, now)
             return
         # Deleted (or renamed away) before it settled: dropped. A task already in
         # Label Studio stays; only labelsync's note of the file goes.
         self.settling.forget(path)
         self.peeking.forget(path)
         self.ready.pop(path, None)
-        self.engine.state.forget_file(str(path))
+        self.growing.pop(path, None)
+        self._forget([display(path)])
+
+    def _forget(self, keys: list[str]) -> None:
+        with self.engine.state.transaction() as tx:
+            for key in keys:
+                tx.forget_file(key)
 
     def _rescan(self) -> None:
         """Events are hints: a full scan finds what the watcher missed or never saw."""
         now, wall = self.clock(), self.wall()
         known = self.engine.state.files()
-        for path, stat in scan(self.root, self.config.pattern, self.config.recursive):
-            record = known.pop(str(path), None)
-            if record is not None and record.stat == stat:
+        for found in scan(
+            self.root, self.config.patterns, self.config.recursive, self.config.follow_symlinks
+        ):
+            record = known.pop(display(found.path), None)
+            path = found.path
+            if found.stat is None:
+                if record is None or record.status != "skipped" or record.reason != found.problem:
+                    self.ready.setdefault(path, now)  # recorded once, with its reason
                 continue
-            if path in self.ready or path in self.settling:
+            if record is not None and record.stat == found.stat and record.status != "unreadable":
                 continue
-            age = max(0.0, wall - stat.mtime_ns / 1e9)
+            if path in self.ready or path in self.settling or path in self.growing:
+                continue
+            if is_lines(path):
+                self.growing.setdefault(path, now)
+                continue
+            age = max(0.0, wall - found.stat.mtime_ns / 1e9)
             if age >= self.config.quiet_s:
                 self.ready.setdefault(path, now)  # changed while labelsync was away
             else:
                 self.settling.touch(path, now - age)
                 self.peeking.touch(path, now - age)
-        for gone in known:  # files deleted while nobody watched
-            if Path(gone).is_relative_to(self.root):
-                self.engine.state.forget_file(gone)
+        gone = [key for key in known if Path(key).is_relative_to(self.root)]
+        if gone:  # files deleted while nobody watched
+            self._forget(gone)
         self.next_rescan = now + self.config.rescan_s
-        if self.watcher is not None and not self.watcher.alive:
-            self._error("the watcher stopped (was the directory replaced?); restarting it")
-            self.watcher.stop()
-            self._start_watcher()
+
+    def _watch_lost(self) -> bool:
+        """Events were lost, or the watched directory is gone or another: watch again, rescan."""
+        watcher = self.watcher
+        if watcher is not None and watcher.overflowed.is_set():
+            log.warning("file events were lost (inotify queue overflow); rescanning now")
+            watcher.overflowed.clear()
+            return True
+        if watcher is not None and watcher.alive and watcher.watching_root:
+            return False
+        if watcher is None and not os.path.isdir(self.root):
+            return False  # nothing to watch yet; rescans find it when it appears
+        if watcher is not None:
+            self._error(
+                f"the watch directory {self.root} was removed or replaced; watching it again"
+            )
+            watcher.stop()
+        self._start_watcher()
+        return self.watcher is not None
+
+    def _retry_rejected(self, now: float) -> None:
+        self.next_retry_rejected = now + self.config.retry_rejected_s
+        paths = self.engine.retry_rejected()
+        for thread in self._reopened():
+            self.due.setdefault(thread, now)
+        if paths:
+            log.info("trying again %d files Label Studio rejected before", len(paths))
+            self.retry = sorted(set(self.retry) | set(paths))
+            for key in paths:
+                self.ready.setdefault(Path(key), now)
+
+    def _reopened(self) -> list[str]:
+        open_ = self.engine.state.tailed(open_only=True)
+        return [
+            t.thread_id
+            for t in open_
+            if t.thread_id not in self.chatting and t.thread_id not in self.due
+        ]
 
     def _collect_due(self, now: float) -> None:
         for path in self.peeking.due(now):
@@ -220,33 +306,63 @@ class Daemon:
         for path in self.settling.due(now):
             self.peeking.forget(path)
             self.ready.setdefault(path, now)
+        for thread in self.chatting.due(now):
+            self.due.setdefault(thread, now)
 
     def _has_ended(self, path: Path) -> bool:
         try:
-            read = read_stable(path, self.engine.config.max_file_bytes)
-            return parse(read.raw, path.name, self.engine.config.fields).ended
-        except (Unsettled, TooLarge, InvalidConversation, OSError):
-            return False  # the full quiet period decides
-
-    def _should_flush(self, now: float) -> bool:
-        if not self.ready or not self.prepared or now < self.retry_at:
+            doc = open_document(path, self.engine.config.options, self.engine.config.max_file_bytes)
+            entry = next(doc.entries, None)
+        except Exception:  # whatever it is, the full quiet period decides
             return False
-        oldest = min(self.ready.values())
         return (
-            len(self.ready) >= self.engine.config.batch_size or now - oldest >= self.config.flush_s
+            not doc.many
+            and entry is not None
+            and isinstance(entry.parsed, Conversation)
+            and entry.parsed.ended
         )
 
+    def _should_flush(self, now: float) -> bool:
+        waiting = list(self.ready.values()) + list(self.due.values())
+        if not waiting or not self.prepared or now < self.retry_at:
+            return False
+        return (
+            len(waiting) >= self.engine.config.batch_size
+            or now - min(waiting) >= self.config.flush_s
+        )
+
+    def _index(self, now: float) -> None:
+        """New lines of logs: which conversation each belongs to; those start settling."""
+        paths = list(self.growing)
+        self.growing.clear()
+        found = [f for p in paths if (f := examine(p, self.real_root, self.config.follow_symlinks))]
+        report = self.engine.index(found)
+        for path in report.unsettled:
+            self.growing.setdefault(path, now)
+        for thread, ended in report.touched.items():
+            self.due.pop(thread, None)
+            self.chatting.touch(thread, now, ended=ended)
+        self._count(report)
+
     def _sync(self, now: float) -> None:
-        paths = list(self.ready)
+        paths, threads = list(self.ready), list(self.due)
+        found = [f for p in paths if (f := examine(p, self.real_root, self.config.follow_symlinks))]
         try:
-            report = self.engine.sync([(p, None) for p in paths])
+            report = self.engine.sync(found, force=self.retry)
+            if threads:
+                tailed = self.engine.sync_tailed(threads)
+                report.tally.update(tailed.tally)
+                report.sent.extend(tailed.sent)
         except Stopped:
             return
         except LabelStudioError as exc:
             self._failed(exc)
             return
+        self.retry = []
         for path in paths:
             self.ready.pop(path, None)
+        for thread in threads:
+            self.due.pop(thread, None)
         for path in report.unsettled:  # written to while read: settle again
             self.settling.touch(path, now)
         self.failures, self.last_sync_at = 0, self.wall()
@@ -254,33 +370,33 @@ class Daemon:
             log.info("Label Studio reachable again; backlog %d", self.backlog)
             self.last_error = None
         self.totals.update(report.tally)
-        self._count(report, self.wall())
+        self._count(report)
 
-    def _count(self, report: SyncReport, wall: float) -> None:
+    def _count(self, report: SyncReport) -> None:
         if self.metrics is None:
             return
-        tally = report.tally
+        tally, wall = report.tally, self.wall()
         m = self.metrics
         m.files_seen.inc(tally["files"] - tally["unchanged"])
         m.tasks_created.inc(tally["new_tasks"] + tally["new_versions"])
         m.versions.inc(tally["new_versions"])
         m.duplicates_skipped.inc(tally["duplicates"])
         m.quarantined.inc(tally["quarantined"])
-        for _, stat in report.sent:
-            m.import_latency.observe(max(0.0, wall - stat.mtime_ns / 1e9))
+        for _, changed_at in report.sent:
+            m.import_latency.observe(max(0.0, wall - changed_at))
 
     def _failed(self, exc: LabelStudioError) -> None:
         self.failures += 1
         if isinstance(exc, Fatal):
             delay = _FATAL_RETRY_S
-            log.error("%s; %d files waiting; retrying in %.0f s", exc, self.backlog, delay)
+            log.error("%s; %d waiting; retrying in %.0f s", exc, self.backlog, delay)
         else:
             ceiling = min(60.0, 2.0**self.failures)
             delay = random.uniform(ceiling / 2, ceiling)
             retry_after = getattr(exc, "retry_after_s", None)
             if isinstance(exc, Unavailable) and retry_after:
                 delay = max(delay, retry_after)
-            log.warning("%s; %d files waiting; retrying in %.1f s", exc, self.backlog, delay)
+            log.warning("%s; %d waiting; retrying in %.1f s", exc, self.backlog, delay)
         self.last_error = str(exc)
         self.retry_at = self.clock() + delay
         if self.metrics is not None:
@@ -294,12 +410,15 @@ class Daemon:
     def _sleep_s(self) -> float:
         now = self.clock()
         wake = [now + _WAKE_S, self.next_rescan, self.next_status]
-        for debouncer in (self.settling, self.peeking):
+        for debouncer in (self.settling, self.peeking, self.chatting):
             deadline = debouncer.next_deadline()
             if deadline is not None:
                 wake.append(deadline)
-        if self.ready:
-            wake.append(max(self.retry_at, min(self.ready.values()) + self.config.flush_s))
+        if self.growing:
+            wake.append(min(self.growing.values()) + self.config.flush_s)
+        waiting = list(self.ready.values()) + list(self.due.values())
+        if waiting:
+            wake.append(max(self.retry_at, min(waiting) + self.config.flush_s))
         return min(wake) - now
 
     def _heartbeat(self, now: float) -> None:

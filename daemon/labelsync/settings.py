@@ -28,12 +28,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from labelsync.contract import (
+from labelsync.contract import ROLES
+from labelsync.readers.base import (
     DEFAULT_CONTENT_KEYS,
     DEFAULT_ID_FIELDS,
     DEFAULT_MESSAGES_FIELDS,
     DEFAULT_ROLE_KEYS,
-    Fields,
+    SKIP,
+    Options,
 )
 
 CREDENTIAL_NAME = "label-studio-api-key"
@@ -77,8 +79,11 @@ class Settings(BaseSettings):
 
     watch_dir: Path = Path("data/conversations")
     state_dir: Path = Field(default_factory=_default_state_dir)
-    pattern: str = "*.json"
+    # Which file names are conversations: JSON documents and JSON Lines logs.
+    pattern: Annotated[list[str], NoDecode] = ["*.json", "*.jsonl", "*.ndjson"]
     recursive: bool = False
+    # A symlink is followed only to a file inside the watch directory, unless this is set.
+    follow_symlinks: bool = False
     min_turns: int = Field(2, ge=0)
     batch_size: int = Field(1000, ge=1, le=10_000)
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1024)
@@ -99,11 +104,15 @@ class Settings(BaseSettings):
     messages_fields: Annotated[list[str], NoDecode] = list(DEFAULT_MESSAGES_FIELDS)
     role_keys: Annotated[list[str], NoDecode] = list(DEFAULT_ROLE_KEYS)
     content_keys: Annotated[list[str], NoDecode] = list(DEFAULT_CONTENT_KEYS)
+    # Your roles as labelsync's: "user_message:user,bot:assistant,debug:skip".
+    role_map: Annotated[dict[str, str], NoDecode] = {}
 
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("id_fields", "messages_fields", "role_keys", "content_keys", mode="before")
+    @field_validator(
+        "pattern", "id_fields", "messages_fields", "role_keys", "content_keys", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         # LABELSYNC_ID_FIELDS=conversation_id,metadata.thread_id reads as a list.
@@ -111,6 +120,25 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("role_map", mode="before")
+    @classmethod
+    def _role_map(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("{"):
+                value = json.loads(value)
+            else:
+                pairs = [part.rsplit(":", 1) for part in value.split(",") if part.strip()]
+                if any(len(pair) != 2 for pair in pairs):
+                    raise ValueError("expected source:role pairs, e.g. bot_message:assistant")
+                value = {source.strip(): role.strip() for source, role in pairs}
+        if isinstance(value, dict):
+            allowed = (*ROLES, SKIP)
+            wrong = sorted(str(r) for r in value.values() if r not in allowed)
+            if wrong:
+                raise ValueError(f"roles are {', '.join(allowed)}; got {', '.join(wrong)}")
+            return {str(k).strip().lower(): v for k, v in value.items()}
         return value
 
     @model_validator(mode="after")
@@ -149,13 +177,19 @@ class Settings(BaseSettings):
         return self.label_studio_api_key.get_secret_value() if self.label_studio_api_key else ""
 
     @property
-    def fields(self) -> Fields:
-        return Fields(
+    def options(self) -> Options:
+        """What the readers need to know of the user's own JSON."""
+        return Options(
             tuple(self.id_fields),
             tuple(self.messages_fields),
             tuple(self.role_keys),
             tuple(self.content_keys),
+            dict(self.role_map),
         )
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return tuple(self.pattern)
 
     def require(self, *names: str) -> None:
         """Fail with one message when settings a command needs are missing."""

@@ -1,14 +1,21 @@
-"""labelsync's own memory: SQLite, so it never asks Label Studio "did I send this?".
+"""labelsync's own memory, so it never asks Label Studio "did I send this?" per file.
 
-Tables:
-- files: every file seen, with the stat and hash it had when last decided;
-- versions: each (conversation, version) in Label Studio, with its task id;
+Tables (schema version 2):
+- files: every file seen: the stat and content hash it had when last read
+  (documents), or how far it was read and the fingerprint of its first line
+  (JSON Lines, tailed);
+- conversations: what was last decided for each conversation of each file
+  (synced, waiting, too short, quarantined, not sampled) and why;
+- versions: each (project, conversation, version) in Label Studio, with its task id;
 - outbox: versions handed to Label Studio whose outcome is not yet recorded.
   A row here after a crash means "maybe imported": it is resolved by asking
-  Label Studio for its sync_key, never by importing blindly.
+  Label Studio for its sync key, never by importing blindly;
+- lines, tailed: for conversations assembled from log lines, which lines
+  (file, fingerprint, offset, length) make each one, and whether new lines
+  arrived since it was last decided. No message text is stored.
 
-Every write is one explicit transaction; WAL keeps `labelsync status` readable
-while the daemon writes.
+Every write is one explicit transaction (`with state.transaction() as tx`);
+WAL keeps `labelsync status` readable while the daemon writes.
 """
 
 from __future__ import annotations
@@ -22,77 +29,179 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from labelsync.files import FileStat
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+STATE_FILE = "state.sqlite3"
+
+_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE files (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL, sha256 TEXT NOT NULL, thread_id TEXT,
+    status TEXT NOT NULL, reason TEXT, updated_at REAL NOT NULL
+);
+CREATE TABLE versions (
+    thread_id TEXT NOT NULL, version INTEGER NOT NULL, sync_key TEXT NOT NULL UNIQUE,
+    task_id INTEGER NOT NULL, source_file TEXT NOT NULL, synced_at REAL NOT NULL,
+    PRIMARY KEY (thread_id, version)
+);
+CREATE TABLE outbox (
+    sync_key TEXT PRIMARY KEY, thread_id TEXT NOT NULL, version INTEGER NOT NULL,
+    source_file TEXT NOT NULL, sent_at REAL NOT NULL
+);
+"""
+
+# Version 1 -> 2: a file may hold many conversations (and be tailed); versions
+# and the outbox are per project (routing); feedback is tracked apart from content.
+_V2 = """
+ALTER TABLE files RENAME TO files_v1;
+CREATE TABLE files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    sha256 TEXT NOT NULL DEFAULT '',     -- documents: the content last read
+    head TEXT,                            -- tailed: fingerprint of the first line
+    read_offset INTEGER NOT NULL DEFAULT 0,  -- tailed: bytes read, whole lines
+    read_lines INTEGER NOT NULL DEFAULT 0,   -- tailed: lines read (for "line 17")
+    tail_check TEXT,                      -- tailed: hash of the bytes before read_offset
+    status TEXT NOT NULL,                 -- read | quarantined | skipped
+    reason TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE conversations (
+    path TEXT NOT NULL,
+    key TEXT NOT NULL,                    -- the conversation's id, or its position if unreadable
+    thread_id TEXT,
+    position TEXT NOT NULL DEFAULT '',    -- '' (the whole file), '[3]', 'line 17'
+    status TEXT NOT NULL,   -- synced | waiting | too_short | quarantined | rejected | not_sampled
+    reason TEXT,
+    sync_key TEXT,
+    project_id INTEGER,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (path, key)
+);
+CREATE INDEX conversations_status ON conversations (status) WHERE status != 'synced';
+INSERT INTO files (path, size, mtime_ns, inode, sha256, status, reason, updated_at)
+    SELECT path, size, mtime_ns, inode, sha256,
+           CASE WHEN status = 'quarantined' THEN 'quarantined' ELSE 'read' END,
+           CASE WHEN status = 'quarantined' THEN reason END, updated_at
+    FROM files_v1;
+INSERT INTO conversations (path, key, thread_id, status, reason, updated_at)
+    SELECT path, thread_id, thread_id, status, reason, updated_at
+    FROM files_v1 WHERE status != 'quarantined' AND thread_id IS NOT NULL;
+DROP TABLE files_v1;
+ALTER TABLE versions RENAME TO versions_v1;
+CREATE TABLE versions (
+    project_id INTEGER NOT NULL,
+    thread_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    sync_key TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    source_file TEXT NOT NULL,
+    synced_at REAL NOT NULL,
+    feedback_key TEXT NOT NULL DEFAULT '',
+    retired_at REAL,                      -- taken out of the project (nothing human on it)
+    PRIMARY KEY (project_id, thread_id, version),
+    UNIQUE (project_id, sync_key)
+);
+INSERT INTO versions (project_id, thread_id, version, sync_key, task_id, source_file, synced_at)
+    SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'project_id'), 0),
+           thread_id, version, sync_key, task_id, source_file, synced_at
+    FROM versions_v1;
+DROP TABLE versions_v1;
+ALTER TABLE outbox RENAME TO outbox_v1;
+CREATE TABLE outbox (
+    project_id INTEGER NOT NULL,
+    sync_key TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    source_file TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    PRIMARY KEY (project_id, sync_key)
+);
+INSERT INTO outbox
+    SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'project_id'), 0),
+           sync_key, thread_id, version, source_file, sent_at
+    FROM outbox_v1;
+DROP TABLE outbox_v1;
+CREATE TABLE lines (
+    thread_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    head TEXT NOT NULL,
+    line_offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    line_no INTEGER NOT NULL
+);
+CREATE INDEX lines_thread ON lines (thread_id);
+CREATE INDEX lines_file ON lines (path, head);
+CREATE TABLE tailed (
+    thread_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,                   -- the log its latest line is in
+    last_at REAL NOT NULL,                -- wall time its latest line was read
+    ended INTEGER NOT NULL DEFAULT 0,
+    open INTEGER NOT NULL DEFAULT 1       -- lines arrived since it was last decided
+);
+CREATE INDEX tailed_open ON tailed (open) WHERE open = 1;
+"""
 
 # Index i upgrades the schema from version i to i + 1.
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE files (
-        path TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        inode INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        thread_id TEXT,
-        status TEXT NOT NULL,          -- synced | waiting | quarantined
-        reason TEXT,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX files_status ON files (status) WHERE status != 'synced';
-    CREATE TABLE versions (
-        thread_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        sync_key TEXT NOT NULL UNIQUE,
-        task_id INTEGER NOT NULL,
-        source_file TEXT NOT NULL,
-        synced_at REAL NOT NULL,
-        PRIMARY KEY (thread_id, version)
-    );
-    CREATE TABLE outbox (
-        sync_key TEXT PRIMARY KEY,
-        thread_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        source_file TEXT NOT NULL,
-        sent_at REAL NOT NULL
-    );
-    """,
-)
-
-STATE_FILE = "state.sqlite3"
+_MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 
 class StateError(Exception):
-    """The state directory can not be used (locked, foreign, or from a newer labelsync)."""
+    """The state can not be used; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
 class FileRecord:
+    path: str
     stat: FileStat
-    sha256: str
+    status: str  # read | quarantined | skipped
+    reason: str | None = None
+    sha256: str = ""
+    head: str | None = None
+    offset: int = 0
+    tail_check: str | None = None
+    lines: int = 0
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    """What was last decided for one conversation of one file."""
+
+    path: str
+    key: str
     thread_id: str | None
-    status: str
-    reason: str | None
+    status: str  # synced | waiting | too_short | quarantined | not_sampled
+    reason: str | None = None
+    position: str = ""
+    sync_key: str | None = None
+    project_id: int | None = None
 
 
 @dataclass(frozen=True)
 class VersionRecord:
+    project_id: int
     thread_id: str
     version: int
     sync_key: str
     task_id: int
     source_file: str
+    feedback_key: str = ""
+    retired: bool = False
 
 
 @dataclass(frozen=True)
 class Pending:
     """One outbox row: a version handed to Label Studio, outcome not yet recorded."""
 
+    project_id: int
     sync_key: str
     thread_id: str
     version: int
@@ -100,25 +209,233 @@ class Pending:
     sent_at: float
 
 
-class State:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+@dataclass(frozen=True)
+class LineRef:
+    """One line of a log that belongs to a conversation: where to read it again."""
 
-    # -- opening -----------------------------------------------------------------
+    thread_id: str
+    path: str
+    head: str
+    offset: int
+    length: int
+    line_no: int
+
+
+@dataclass(frozen=True)
+class Tailed:
+    thread_id: str
+    path: str
+    last_at: float
+    ended: bool
+    open: bool
+
+
+def _t(text: str | None) -> str | None:
+    """Text SQLite can store: a lone surrogate (JSON allows "\\ud800") becomes U+FFFD."""
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    """SQLite allows 999 bound parameters in old builds: stay well under."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Tx:
+    """The writes of one transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def put_files(self, rows: Iterable[FileRecord]) -> None:
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO files (path, size, mtime_ns, inode, sha256, head, read_offset,"
+            " read_lines, tail_check, status, reason, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
+            " inode=excluded.inode, sha256=excluded.sha256, head=excluded.head,"
+            " read_offset=excluded.read_offset, read_lines=excluded.read_lines,"
+            " tail_check=excluded.tail_check,"
+            " status=excluded.status, reason=excluded.reason, updated_at=excluded.updated_at",
+            [
+                (
+                    _t(f.path),
+                    f.stat.size,
+                    f.stat.mtime_ns,
+                    f.stat.inode,
+                    f.sha256,
+                    f.head,
+                    f.offset,
+                    f.lines,
+                    f.tail_check,
+                    f.status,
+                    _t(f.reason),
+                    now,
+                )
+                for f in rows
+            ],
+        )
+
+    def put_conversations(self, rows: Iterable[ConversationRecord]) -> None:
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO conversations (path, key, thread_id, position, status, reason,"
+            " sync_key, project_id, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (path, key) DO UPDATE SET thread_id=excluded.thread_id,"
+            " position=excluded.position, status=excluded.status, reason=excluded.reason,"
+            " sync_key=excluded.sync_key, project_id=excluded.project_id,"
+            " updated_at=excluded.updated_at",
+            [
+                (
+                    _t(c.path),
+                    _t(c.key),
+                    _t(c.thread_id),
+                    _t(c.position),
+                    c.status,
+                    _t(c.reason),
+                    c.sync_key,
+                    c.project_id,
+                    now,
+                )
+                for c in rows
+            ],
+        )
+
+    def keep_only_conversations(self, path: str, keys: Iterable[str]) -> None:
+        """After a whole file was read again: forget conversations it no longer holds."""
+        keep = set(keys)
+        known = [
+            r[0] for r in self.db.execute("SELECT key FROM conversations WHERE path = ?", (path,))
+        ]
+        self.db.executemany(
+            "DELETE FROM conversations WHERE path = ? AND key = ?",
+            [(path, k) for k in known if k not in keep],
+        )
+
+    def add_versions(self, rows: Iterable[VersionRecord]) -> None:
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO versions (project_id, thread_id, version, sync_key, task_id,"
+            " source_file, synced_at, feedback_key, retired_at) VALUES (?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT DO NOTHING",
+            [
+                (
+                    v.project_id,
+                    _t(v.thread_id),
+                    v.version,
+                    v.sync_key,
+                    v.task_id,
+                    _t(v.source_file),
+                    now,
+                    v.feedback_key,
+                    now if v.retired else None,
+                )
+                for v in rows
+            ],
+        )
+
+    def set_feedback_key(self, project_id: int, sync_key: str, feedback_key: str) -> None:
+        self.db.execute(
+            "UPDATE versions SET feedback_key = ? WHERE project_id = ? AND sync_key = ?",
+            (feedback_key, project_id, sync_key),
+        )
+
+    def retire(self, project_id: int, sync_keys: Iterable[str]) -> None:
+        now = time.time()
+        self.db.executemany(
+            "UPDATE versions SET retired_at = ? WHERE project_id = ? AND sync_key = ?",
+            [(now, project_id, k) for k in sync_keys],
+        )
+
+    def put_outbox(self, rows: Iterable[Pending]) -> None:
+        self.db.executemany(
+            "INSERT INTO outbox VALUES (?,?,?,?,?,?) ON CONFLICT (project_id, sync_key)"
+            " DO UPDATE SET version=excluded.version, sent_at=excluded.sent_at",
+            [
+                (p.project_id, p.sync_key, p.thread_id, p.version, p.source_file, p.sent_at)
+                for p in rows
+            ],
+        )
+
+    def drop_outbox(self, rows: Iterable[tuple[int, str]]) -> None:
+        self.db.executemany("DELETE FROM outbox WHERE project_id = ? AND sync_key = ?", list(rows))
+
+    def add_lines(self, refs: Iterable[LineRef]) -> None:
+        self.db.executemany(
+            "INSERT INTO lines VALUES (?,?,?,?,?,?)",
+            [(r.thread_id, r.path, r.head, r.offset, r.length, r.line_no) for r in refs],
+        )
+
+    def replace_lines(self, thread_id: str, refs: Iterable[LineRef]) -> None:
+        """A line that holds a whole conversation replaces what was known of it."""
+        self.db.execute("DELETE FROM lines WHERE thread_id = ?", (thread_id,))
+        self.add_lines(refs)
+
+    def drop_lines(self, path: str, head: str | None = None) -> None:
+        """A log was rewritten or deleted: its lines no longer say anything."""
+        if head is None:
+            self.db.execute("DELETE FROM lines WHERE path = ?", (path,))
+        else:
+            self.db.execute("DELETE FROM lines WHERE path = ? AND head = ?", (path, head))
+
+    def put_tailed(self, rows: Iterable[Tailed]) -> None:
+        self.db.executemany(
+            "INSERT INTO tailed VALUES (?,?,?,?,?) ON CONFLICT (thread_id) DO UPDATE SET"
+            " path=excluded.path, last_at=excluded.last_at, ended=excluded.ended,"
+            " open=excluded.open",
+            [(t.thread_id, t.path, t.last_at, int(t.ended), int(t.open)) for t in rows],
+        )
+
+    def reopen_tailed(self, thread_ids: Iterable[str]) -> None:
+        """Decide these conversations of logs again (after Label Studio rejected them)."""
+        self.db.executemany(
+            "UPDATE tailed SET open = 1 WHERE thread_id = ?", [(t,) for t in thread_ids]
+        )
+
+    def close_tailed(self, thread_ids: Iterable[str]) -> None:
+        self.db.executemany(
+            "UPDATE tailed SET open = 0 WHERE thread_id = ?", [(t,) for t in thread_ids]
+        )
+
+    def forget_file(self, path: str) -> None:
+        self.db.execute("DELETE FROM files WHERE path = ?", (path,))
+        self.db.execute("DELETE FROM conversations WHERE path = ?", (path,))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+
+class State:
+    def __init__(self, db: sqlite3.Connection, path: str = ":memory:") -> None:
+        self._db = db
+        self.path = path
+
+    # -- opening -----------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path | str) -> State:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a version recorded here must survive a power cut, or it is sent twice.
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        state = cls(db)
-        state._migrate()
+        with _errors(str(path)):
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a version recorded here must survive a power cut, or it is sent twice.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            state = cls(db, str(path))
+            state._migrate()
         return state
 
     def _migrate(self) -> None:
-        with self.transaction():
-            current = self._db.execute("PRAGMA user_version").fetchone()[0]
+        with self.transaction() as tx:
+            current = tx.db.execute("PRAGMA user_version").fetchone()[0]
             if current > SCHEMA_VERSION:
                 raise StateError(
                     f"the state was written by a newer labelsync (schema {current}, "
@@ -127,39 +444,46 @@ class State:
             for version in range(current, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[version].split(";"):
                     if statement.strip():
-                        self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                        tx.db.execute(statement)
+                if current:
+                    log.info("state migrated from schema %d to %d", version, version + 1)
+            tx.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> Iterator[Tx]:
+        with _errors(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
-    # -- which Label Studio project this state belongs to ----------------------------
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        with _errors(self.path):
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # -- which Label Studio project this state belongs to --------------------------------
     def bind(self, url: str, project_id: int) -> None:
-        """Tie the state to one project: its versions mean nothing for another.
+        """Tie the state to its default project: a state is not moved between projects.
 
         The URL may change (a new host name, a proxy) without the project changing,
         so only the project id is binding; a URL change is logged.
         """
-        with self.transaction() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'project_id'").fetchone()
+        with self.transaction() as tx:
+            row = tx.db.execute("SELECT value FROM meta WHERE key = 'project_id'").fetchone()
             if row is None:
-                db.execute("INSERT INTO meta VALUES ('project_id', ?)", (str(project_id),))
+                tx.set_meta("project_id", str(project_id))
             elif row[0] != str(project_id):
                 raise StateError(
                     f"this state directory belongs to project {row[0]}, not {project_id}: "
                     "set LABELSYNC_STATE_DIR to a directory of its own for each project"
                 )
-            previous = db.execute("SELECT value FROM meta WHERE key = 'url'").fetchone()
+            previous = tx.db.execute("SELECT value FROM meta WHERE key = 'url'").fetchone()
             if previous is not None and previous[0] != url:
                 log.warning(
                     "Label Studio URL changed from %s to %s (same project %d)",
@@ -167,121 +491,173 @@ class State:
                     url,
                     project_id,
                 )
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('url', ?)", (url,))
+            tx.set_meta("url", url)
 
     def get_meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        with self.transaction() as tx:
+            tx.set_meta(key, value)
 
-    # -- reads ---------------------------------------------------------------------
+    # -- reads -------------------------------------------------------------------------
+    _FILE_COLUMNS = (
+        "path, size, mtime_ns, inode, status, reason, sha256, head, read_offset, tail_check,"
+        " read_lines"
+    )
+
+    @staticmethod
+    def _file(r: Any) -> FileRecord:
+        return FileRecord(r[0], FileStat(r[1], r[2], r[3]), *r[4:])
+
     def files(self) -> dict[str, FileRecord]:
-        rows = self._db.execute(
-            "SELECT path, size, mtime_ns, inode, sha256, thread_id, status, reason FROM files"
-        )
-        return {r[0]: FileRecord(FileStat(r[1], r[2], r[3]), r[4], r[5], r[6], r[7]) for r in rows}
+        return {r[0]: self._file(r) for r in self._rows(f"SELECT {self._FILE_COLUMNS} FROM files")}
 
     def files_for(self, paths: Iterable[str]) -> dict[str, FileRecord]:
         found: dict[str, FileRecord] = {}
-        wanted = list(paths)
-        for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
-            chunk = wanted[start : start + 500]
-            rows = self._db.execute(
-                "SELECT path, size, mtime_ns, inode, sha256, thread_id, status, reason FROM files"
-                f" WHERE path IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            for r in rows:
-                found[r[0]] = FileRecord(FileStat(r[1], r[2], r[3]), r[4], r[5], r[6], r[7])
+        for chunk in _chunks(list(paths)):
+            marks = ",".join("?" * len(chunk))
+            for r in self._rows(
+                f"SELECT {self._FILE_COLUMNS} FROM files WHERE path IN ({marks})", chunk
+            ):
+                found[r[0]] = self._file(r)
         return found
 
     def file(self, path: str) -> FileRecord | None:
-        r = self._db.execute(
-            "SELECT size, mtime_ns, inode, sha256, thread_id, status, reason FROM files"
-            " WHERE path = ?",
-            (path,),
-        ).fetchone()
-        return FileRecord(FileStat(r[0], r[1], r[2]), r[3], r[4], r[5], r[6]) if r else None
+        return self.files_for([path]).get(path)
 
-    def versions_of(self, thread_ids: Iterable[str]) -> dict[str, list[VersionRecord]]:
+    def versions_of(
+        self, project_id: int, thread_ids: Iterable[str]
+    ) -> dict[str, list[VersionRecord]]:
         found: dict[str, list[VersionRecord]] = {}
-        ids = list(dict.fromkeys(thread_ids))
-        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-            chunk = ids[start : start + 500]
+        for chunk in _chunks(list(dict.fromkeys(thread_ids))):
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                "SELECT thread_id, version, sync_key, task_id, source_file FROM versions"
-                f" WHERE thread_id IN ({marks}) ORDER BY version",
-                chunk,
+            rows = self._rows(
+                "SELECT project_id, thread_id, version, sync_key, task_id, source_file,"
+                " feedback_key, retired_at IS NOT NULL FROM versions"
+                f" WHERE project_id = ? AND thread_id IN ({marks}) ORDER BY version",
+                [project_id, *chunk],
             )
             for row in rows:
-                found.setdefault(row[0], []).append(VersionRecord(*row))
+                found.setdefault(row[1], []).append(
+                    VersionRecord(*row[:7], retired=bool(row[7]))  # type: ignore[misc]
+                )
         return found
 
+    def conversations_of(self, path: str) -> dict[str, ConversationRecord]:
+        rows = self._rows(
+            "SELECT path, key, thread_id, status, reason, position, sync_key, project_id"
+            " FROM conversations WHERE path = ?",
+            (path,),
+        )
+        return {r[1]: ConversationRecord(*r) for r in rows}
+
+    def with_status(self, status: str) -> list[tuple[str, str]]:
+        """(file, conversation key) of every conversation last decided with this status."""
+        return [
+            (r[0], r[1])
+            for r in self._rows("SELECT path, key FROM conversations WHERE status = ?", (status,))
+        ]
+
     def pending(self) -> list[Pending]:
-        rows = self._db.execute(
-            "SELECT sync_key, thread_id, version, source_file, sent_at FROM outbox"
+        rows = self._rows(
+            "SELECT project_id, sync_key, thread_id, version, source_file, sent_at FROM outbox"
         )
         return [Pending(*row) for row in rows]
 
+    def lines_of(self, thread_ids: Iterable[str]) -> dict[str, list[LineRef]]:
+        found: dict[str, list[LineRef]] = {}
+        for chunk in _chunks(list(dict.fromkeys(thread_ids))):
+            marks = ",".join("?" * len(chunk))
+            rows = self._rows(
+                "SELECT thread_id, path, head, line_offset, length, line_no FROM lines"
+                f" WHERE thread_id IN ({marks}) ORDER BY rowid",
+                chunk,
+            )
+            for row in rows:
+                found.setdefault(row[0], []).append(LineRef(*row))
+        return found
+
+    def tailed(self, *, open_only: bool = True, path: str | None = None) -> list[Tailed]:
+        sql = "SELECT thread_id, path, last_at, ended, open FROM tailed WHERE 1=1"
+        params: list[Any] = []
+        if open_only:
+            sql += " AND open = 1"
+        if path is not None:
+            sql += " AND path = ?"
+            params.append(path)
+        return [Tailed(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in self._rows(sql, params)]
+
     def counts(self) -> dict[str, int]:
-        db = self._db
         counts = {
-            "conversations": db.execute(
-                "SELECT COUNT(DISTINCT thread_id) FROM versions"
-            ).fetchone()[0],
-            "tasks": db.execute("SELECT COUNT(*) FROM versions").fetchone()[0],
-            "outbox": db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
+            "conversations": self._rows("SELECT COUNT(DISTINCT thread_id) FROM versions")[0][0],
+            "tasks": self._rows("SELECT COUNT(*) FROM versions")[0][0],
+            "retired": self._rows("SELECT COUNT(*) FROM versions WHERE retired_at IS NOT NULL")[0][
+                0
+            ],
+            "outbox": self._rows("SELECT COUNT(*) FROM outbox")[0][0],
+            "files": self._rows("SELECT COUNT(*) FROM files")[0][0],
         }
-        for status, n in db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
-            counts[f"files_{status}"] = n
+        for status, n in self._rows("SELECT status, COUNT(*) FROM conversations GROUP BY status"):
+            counts[status] = n
+        counts["quarantined"] = (
+            counts.get("quarantined", 0)
+            + self._rows("SELECT COUNT(*) FROM files WHERE status = 'quarantined'")[0][0]
+        )
+        counts["open_tailed"] = self._rows("SELECT COUNT(*) FROM tailed WHERE open = 1")[0][0]
         return counts
 
-    def problem_files(self, status: str) -> list[tuple[str, str]]:
-        rows = self._db.execute(
-            "SELECT path, COALESCE(reason, '') FROM files WHERE status = ? ORDER BY path",
-            (status,),
-        )
-        return list(rows)
+    def problems(self, status: str, limit: int | None = None) -> list[tuple[str, str, str]]:
+        """(file, position in it, reason) of conversations and whole files in a status."""
+        rows: list[tuple[str, str, str]] = [
+            (r[0], r[1] or "", r[2] or "")
+            for r in self._rows(
+                "SELECT path, position, reason FROM conversations WHERE status = ?"
+                " ORDER BY path, position",
+                (status,),
+            )
+        ]
+        file_statuses = _FILE_PROBLEMS.get(status, ())
+        if file_statuses:
+            marks = ",".join("?" * len(file_statuses))
+            rows += [
+                (r[0], "", r[1] or "")
+                for r in self._rows(
+                    f"SELECT path, reason FROM files WHERE status IN ({marks})", file_statuses
+                )
+            ]
+            rows.sort()
+        return rows[:limit] if limit is not None else rows
 
-    # -- writes --------------------------------------------------------------------
-    def put_outbox(self, db: sqlite3.Connection, rows: Iterable[Pending]) -> None:
-        db.executemany(
-            "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?)",
-            [(p.sync_key, p.thread_id, p.version, p.source_file, p.sent_at) for p in rows],
-        )
 
-    def drop_outbox(self, db: sqlite3.Connection, sync_keys: Iterable[str]) -> None:
-        db.executemany("DELETE FROM outbox WHERE sync_key = ?", [(k,) for k in sync_keys])
+# Which file statuses count as which problem, for `status` and the backfill.
+_FILE_PROBLEMS = {"quarantined": ("quarantined", "unreadable"), "skipped": ("skipped",)}
 
-    def add_versions(self, db: sqlite3.Connection, rows: Iterable[VersionRecord]) -> None:
-        now = time.time()
-        db.executemany(
-            "INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?, ?)",
-            [(v.thread_id, v.version, v.sync_key, v.task_id, v.source_file, now) for v in rows],
-        )
 
-    def put_files(
-        self,
-        db: sqlite3.Connection,
-        rows: Iterable[tuple[str, FileStat, str, str | None, str, str | None]],
-    ) -> None:
-        """rows: (path, stat, sha256, thread_id, status, reason)."""
-        now = time.time()
-        db.executemany(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (path, st.size, st.mtime_ns, st.inode, sha, thread, status, reason, now)
-                for path, st, sha, thread, status, reason in rows
-            ],
-        )
-
-    def forget_file(self, path: str) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM files WHERE path = ?", (path,))
+@contextmanager
+def _errors(path: str) -> Iterator[None]:
+    """SQLite's failures as one line that says what to do."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        text = str(exc)
+        if "readonly" in text or "read-only" in text:
+            hint = "it is read-only: labelsync needs to write its state there (LABELSYNC_STATE_DIR)"
+        elif "disk is full" in text or "disk I/O error" in text:
+            hint = f"the disk holding it is full or failing ({text}): free some space"
+        elif "not a database" in text or "malformed" in text or "corrupt" in text:
+            hint = (
+                f"it is corrupt ({text}): move the state directory aside; labelsync rebuilds "
+                "what it sent from the project's tasks on the next start"
+            )
+        elif "locked" in text:
+            hint = f"it is locked by another process ({text})"
+        elif "unable to open" in text:
+            hint = f"it cannot be opened ({text}): is LABELSYNC_STATE_DIR there and writable?"
+        else:
+            hint = text
+        raise StateError(f"state database {path}: {hint}") from None
 
 
 class StateLock:
@@ -292,7 +668,13 @@ class StateLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(
+                f"cannot use the state directory {self._path.parent}: {exc.strerror} "
+                "(LABELSYNC_STATE_DIR)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -312,7 +694,12 @@ class StateLock:
 
 
 def open_state_dir(directory: Path) -> tuple[State, StateLock]:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StateError(
+            f"cannot create the state directory {directory}: {exc.strerror} (LABELSYNC_STATE_DIR)"
+        ) from None
     lock = StateLock(directory)
     lock.acquire()
     try:

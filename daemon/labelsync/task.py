@@ -31,10 +31,16 @@ def draft_task(conversation: Conversation, source_file: str) -> TaskDraft:
     `data.<key>` but answers 500 to a filter on `meta`: it is how an import of
     unknown outcome is looked up.
     """
+    chat = []
+    for m in conversation.messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.model:
+            item["model"] = m.model
+        chat.append(item)
     data: dict[str, Any] = {
-        "chat": [{"role": m.role, "content": m.content} for m in conversation.messages],
+        "chat": chat,
         "thread_id": conversation.thread_id,
-        "model": conversation.model or "",
+        "model": conversation.model or _last_model(conversation) or "",
         "turn_count": conversation.user_turns,
         "timestamp": conversation.timestamp or "",
         "source_file": source_file,
@@ -42,6 +48,8 @@ def draft_task(conversation: Conversation, source_file: str) -> TaskDraft:
         "feedback": feedback_summary(conversation),
     }
     meta: dict[str, Any] = {"labelsync": {"shape": conversation.shape, "ended": conversation.ended}}
+    if conversation.title:
+        meta["labelsync"]["title"] = conversation.title
     meta.update(conversation.extra)
     times = [m.timestamp for m in conversation.messages]
     if any(times):
@@ -62,8 +70,12 @@ def feedback_summary(conversation: Conversation) -> str:
         if not fb:
             continue
         score = fb.get("score")
-        verdict = {1: "thumbs up", 0: "thumbs down"}.get(score, f"score {score}")
+        verdict = {1: "thumbs up", 0: "thumbs down"}.get(score, f"score {score}")  # type: ignore[arg-type]
         comment = fb.get("comment")
         line = f"message {index} ({message.role}): {verdict}"
         lines.append(f"{line}: {comment}" if comment else line)
     return "\n".join(lines) if lines else "no feedback from the chat user"
+
+
+def _last_model(conversation: Conversation) -> str | None:
+    return next((m.model for m in reversed(conversation.messages) if m.model), None)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat as stat_module
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +38,12 @@ from watchdog.observers.polling import PollingObserver
 from labelsync.files import wanted
 
 log = logging.getLogger(__name__)
+
+# watchdog says nothing to handlers when the kernel's inotify queue overflows:
+# it only logs this warning (watchdog/observers/inotify_c.py). Hearing it is how
+# a watcher knows events were lost and a rescan is due.
+_WATCHDOG_LOGGER = "watchdog.observers.inotify_c"
+_OVERFLOW_TEXT = "queue overflowed"
 
 # Only events that can mean new content. Opened/closed-without-write are left
 # out on purpose: the daemon reading a file would otherwise hint itself.
@@ -60,15 +68,18 @@ class Watcher:
         root: Path,
         on_hint: Callable[[Path], object],
         *,
-        pattern: str = "*.json",
+        patterns: tuple[str, ...] = ("*.json", "*.jsonl"),
         recursive: bool = False,
         polling: bool = False,
         polling_interval_s: float = 2.0,
     ) -> None:
         self.root = Path(root).absolute()
-        self.pattern = pattern
+        self.patterns = patterns
         self.recursive = recursive
         self._on_hint = on_hint
+        self.overflowed = threading.Event()  # events were lost: the owner should rescan
+        self._root_inode: int | None = None
+        self._overflow_hook = _OverflowHook(self.overflowed)
         self._observer: BaseObserver = (
             PollingObserver(timeout=polling_interval_s) if polling else Observer()
         )
@@ -79,6 +90,8 @@ class Watcher:
     def start(self) -> None:
         if not self.root.is_dir():
             raise WatcherError(f"watch directory {self.root} does not exist or is not a directory")
+        self._root_inode = _inode(self.root)
+        logging.getLogger(_WATCHDOG_LOGGER).addHandler(self._overflow_hook)
         try:
             self._observer.start()
         except OSError as exc:
@@ -95,9 +108,16 @@ class Watcher:
             raise WatcherError(f"cannot watch {self.root}: {exc}") from exc
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        logging.getLogger(_WATCHDOG_LOGGER).removeHandler(self._overflow_hook)
         if self._observer.is_alive():
             self._observer.stop()
             self._observer.join(timeout_s)
+
+    @property
+    def watching_root(self) -> bool:
+        """False once the directory at the root's path is not the one being watched
+        (removed, or swapped for another by a rename): time to watch again."""
+        return self._root_inode is not None and _inode(self.root) == self._root_inode
 
     @property
     def alive(self) -> bool:
@@ -129,7 +149,7 @@ class Watcher:
             relative = path.relative_to(self.root)
         except ValueError:
             return False
-        return wanted(relative, self.pattern, recursive=self.recursive)
+        return wanted(relative, self.patterns, recursive=self.recursive)
 
     def _hint(self, raw_path: bytes | str) -> None:
         path = Path(os.fsdecode(raw_path))
@@ -140,6 +160,24 @@ class Watcher:
         except Exception:
             # An exception here would kill watchdog's thread and every later hint.
             log.exception("hint handler failed for %s", path)
+
+
+class _OverflowHook(logging.Handler):
+    def __init__(self, flag: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self._flag = flag
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _OVERFLOW_TEXT in record.getMessage():
+            self._flag.set()
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino if stat_module.S_ISDIR(st.st_mode) else None
 
 
 class _Handler(FileSystemEventHandler):

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SCHEMA = Path(__file__).resolve().parents[2] / "daemon" / "labelsync" / "schema" / "conversation.v1.schema.json"
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = REPO / "daemon" / "labelsync" / "schema" / "conversation.v1.schema.json"
 
 
 def assert_follows_contract(data: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""chatbot/labelsync_chatbot/__main__.py: the `labelsync-chatbot` command."""
+"""labelsync_chatbot/__main__.py: the `labelsync-chatbot` command."""
 
 from __future__ import annotations
 

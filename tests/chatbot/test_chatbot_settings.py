@@ -1,4 +1,4 @@
-"""chatbot/labelsync_chatbot/settings.py: read from the environment, secrets kept out of sight."""
+"""labelsync_chatbot/settings.py: read from the environment, secrets kept out of sight."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""chatbot/labelsync_chatbot/writer.py: atomic files in the contract's shape."""
+"""labelsync_chatbot/writer.py: atomic files in the contract's shape."""
 
 from __future__ import annotations
 

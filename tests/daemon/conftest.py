@@ -28,11 +28,15 @@ class Harness:
     root: Path
     state_path: Path
 
-    def backfill(self) -> dict[str, int]:
+    def backfill(self, recheck: bool = False) -> dict[str, int]:
+        """What `labelsync backfill` does: the daemon's pipeline run once over the directory."""
         from labelsync.files import scan
 
         tally = self.engine.prepare()
-        tally.update(self.engine.sync(scan(self.root)).tally)
+        retry = self.engine.retry_rejected()
+        found = scan(self.root, ("*.json", "*.jsonl"))
+        tally.update(self.engine.sync(found, recheck=recheck, final=True, force=retry).tally)
+        tally.update(self.engine.sync_tailed().tally)
         return dict(tally)
 
 

@@ -117,9 +117,9 @@ def test_bad_files_are_quarantined_and_never_block_the_others(
     harness = make_engine(max_file_bytes=4096)
     tally = harness.backfill()
     assert tally["new_tasks"] == 5 and tally["quarantined"] == 4
-    reasons = dict(harness.engine.state.problem_files("quarantined"))
+    reasons = {p: r for p, _, r in harness.engine.state.problems("quarantined")}
     assert "not valid JSON" in reasons[str(conversations / "broken.json")]
-    assert "empty" in reasons[str(conversations / "empty.json")]
+    assert "no messages" in reasons[str(conversations / "empty.json")]
     assert "nests deeper" in reasons[str(conversations / "deep.json")]
     assert "LABELSYNC_MAX_FILE_BYTES" in reasons[str(conversations / "huge.json")]
 
@@ -206,7 +206,7 @@ def test_a_rejected_item_is_narrowed_down_and_quarantined_while_the_rest_are_sen
         harness = make_engine(url=proxy.url, batch_size=10)
         tally = harness.backfill()
     assert tally["new_tasks"] == 9 and tally["quarantined"] == 1
-    reasons = dict(harness.engine.state.problem_files("quarantined"))
+    reasons = {p: r for p, _, r in harness.engine.state.problems("rejected")}
     assert "HTTP 400" in reasons[str(poison)]
     assert len(project_tasks(ls_project)) == 9
 

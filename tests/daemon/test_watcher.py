@@ -48,7 +48,7 @@ def watch(
     watcher = Watcher(
         root,
         hints.queue.put,
-        pattern=pattern,
+        patterns=(pattern,),
         recursive=recursive,
         polling=kind == "polling",
         polling_interval_s=0.1,
@@ -211,4 +211,4 @@ def test_the_watcher_reports_when_its_directory_is_gone(tmp_path: Path, observer
     ],
 )
 def test_which_names_are_conversations(relative: str, recursive: bool, expected: bool) -> None:
-    assert wanted(PurePath(relative), "*.json", recursive=recursive) is expected
+    assert wanted(PurePath(relative), ("*.json",), recursive=recursive) is expected

@@ -1,14 +1,25 @@
-"""The file contract: every supported shape parses to the same conversation."""
+"""The messages family (labelsync, tutorial, OpenAI, Anthropic, Ollama, ShareGPT, LMSYS)."""
 
 import json
 
 import pytest
 
-from labelsync.contract import Fields, InvalidConversation, parse
+from labelsync import readers
+from labelsync.contract import InvalidConversation
+from labelsync.readers.base import Options
+from labelsync.sources import parse_json
 
 
 def doc(obj) -> bytes:
     return json.dumps(obj).encode()
+
+
+DEFAULT = Options()
+
+
+def parse(raw: bytes, file_name: str, options: Options = DEFAULT):
+    """A file holding one conversation, read the way the engine reads it."""
+    return readers.read(parse_json(raw), options, file_name=file_name)
 
 
 TUTORIAL = {
@@ -47,6 +58,7 @@ def test_tutorial_shape_uses_metadata_thread_id_and_keeps_the_rest():
         ({}, "conversation_abc123.json", "abc123"),
         ({}, "conversation_abc123_20261124_101500.json", "abc123"),
         ({}, "chat-7.json", "chat-7"),
+        ({"conversation_id": "c"}, "x.json", "c"),
         ({"metadata": {"thread_id": "  "}, "session_id": "s"}, "x.json", "s"),
     ],
 )
@@ -129,70 +141,106 @@ def test_sync_key_ignores_what_changes_without_meaning():
     assert base.sync_key == resaved.sync_key
 
 
-def test_sync_key_changes_with_content_feedback_and_conversation():
+def test_sync_key_changes_with_content_and_conversation_but_not_feedback():
     base = parse(doc(TUTORIAL), "a.json")
     grown = {**TUTORIAL, "messages": [*TUTORIAL["messages"], {"role": "user", "content": "more"}]}
-    feedback = {
+    other = {**TUTORIAL, "metadata": {"thread_id": "another"}}
+    keys = {parse(doc(d), "a.json").sync_key for d in (grown, other)}
+    assert base.sync_key not in keys and len(keys) == 2
+    rated = {
         **TUTORIAL,
         "messages": [
             TUTORIAL["messages"][0],
-            {**TUTORIAL["messages"][1], "feedback": {"score": 0}},
+            {**TUTORIAL["messages"][1], "feedback": {"score": 0, "comment": "wrong"}},
         ],
     }
-    other = {**TUTORIAL, "metadata": {"thread_id": "another"}}
-    keys = {parse(doc(d), "a.json").sync_key for d in (grown, feedback, other)}
-    assert base.sync_key not in keys and len(keys) == 3
+    with_feedback = parse(doc(rated), "a.json")
+    # Feedback is not new content: same sync key, but it is noticed.
+    assert with_feedback.sync_key == base.sync_key
+    assert with_feedback.feedback_key and not base.feedback_key
+    assert with_feedback.legacy_key != base.legacy_key  # 0.1 keyed on feedback too
+
+
+def test_malformed_feedback_is_ignored_not_fatal():
+    weird = {
+        **TUTORIAL,
+        "messages": [
+            TUTORIAL["messages"][0],
+            {**TUTORIAL["messages"][1], "feedback": {"score": [1], "comment": {"x": 1}}},
+        ],
+    }
+    c = parse(doc(weird), "a.json")
+    assert c.messages[1].feedback is None
 
 
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (b"{not json", "not valid JSON"),
-        (b'{"messages": [', "not valid JSON"),
-        (b"[1, 2]", "top level is a JSON array"),
-        (b'{"text": "hi"}', 'no message list: expected a "messages" or "conversations" array'),
-        (b'{"messages": []}', '"messages" is empty'),
+        (b'{"text": "hi"}', 'no message list: expected a "messages" or "conversations"'),
+        (b'{"messages": []}', "no messages: nothing to evaluate"),
         (b'{"messages": {"a": 1}}', '"messages" is a JSON object, expected an array'),
         (b'{"messages": ["hi"]}', "messages[0] is a JSON string, expected an object"),
-        (b'{"messages": [{"content": "hi"}]}', 'messages[0] has no "role" or "from" string'),
+        (b'{"messages": [{"content": "hi"}]}', 'messages[0] has no "role" or "from"'),
         (b'{"messages": [{"role": "user"}]}', 'messages[0] has no "content" or "value" or "text"'),
-        (
-            b'{"messages": [{"role": "user", "content": {"a": 1}}]}',
-            "messages[0] content is a JSON object",
-        ),
-        (b"\xff\xfe{}", "not UTF-8"),
-        (
-            b'{"messages": [{"role": "user", "content": "x"}], "x": '
-            + b"[" * 100
-            + b"]" * 100
-            + b"}",
-            "nests deeper than 64 levels",
-        ),
-        (b"[" * 100_000 + b"]" * 100_000, "nests deeper"),
+        (b'{"messages": [{"role": "skip-me", "content": "x"}]}', None),
     ],
 )
-def test_bad_files_get_one_line_reason(raw, reason):
+def test_bad_conversations_get_one_line_reason(raw, reason):
+    if reason is None:  # an unknown role is kept as it is
+        assert parse(raw, "ok.json").messages[0].role == "skip-me"
+        return
     with pytest.raises(InvalidConversation) as info:
         parse(raw, "bad.json")
     assert reason in info.value.reason
     assert "\n" not in info.value.reason
 
 
+def test_an_unknown_block_is_a_placeholder_and_a_warning_never_dropped():
+    c = parse(
+        doc({"messages": [{"role": "user", "content": [{"type": "hologram", "x": 1}, "hi"]}]}),
+        "a.json",
+    )
+    assert c.messages[0].content == "[hologram]\nhi"
+    assert c.warnings and "hologram" in c.warnings[0]
+
+
+def test_role_map_renames_and_skips():
+    options = Options(
+        role_map={"user_message": "user", "bot_message": "assistant", "debug": "skip"}
+    )
+    c = parse(
+        doc(
+            {
+                "messages": [
+                    {"role": "user_message", "content": "hi"},
+                    {"role": "debug", "content": "latency 30ms"},
+                    {"role": "bot_message", "content": "hello"},
+                ]
+            }
+        ),
+        "a.json",
+        options,
+    )
+    assert [(m.role, m.content) for m in c.messages] == [("user", "hi"), ("assistant", "hello")]
+
+
 def test_fields_are_configurable_for_other_bots():
-    fields = Fields(
+    fields = Options(
         id_fields=("conv.uuid",),
-        messages_fields=("turns",),
-        role_keys=("speaker",),
-        content_keys=("utterance",),
+        messages_fields=("data.turns",),
+        role_keys=("who.role",),
+        content_keys=("payload.utterance",),
     )
     c = parse(
         doc(
             {
                 "conv": {"uuid": "u-1"},
-                "turns": [
-                    {"speaker": "Human", "utterance": "hi"},
-                    {"speaker": "bot", "utterance": "yo"},
-                ],
+                "data": {
+                    "turns": [
+                        {"who": {"role": "Human"}, "payload": {"utterance": "hi"}},
+                        {"who": {"role": "bot"}, "payload": {"utterance": "yo"}},
+                    ]
+                },
             }
         ),
         "x.json",

@@ -1,0 +1,214 @@
+"""What changed on disk, as conversations to decide: the engine's reading stage.
+
+Runs on the engine's reader thread and touches files only, never the state
+(what the state knows is handed in). Two streams:
+
+- `documents`: JSON files that changed since they were last read, each as its
+  conversations (`Work`) followed by a `FileDone` carrying the file's new
+  record; a file that cannot be read becomes a `FileDone` with its reason.
+- `assembled`: conversations of tailed logs, rebuilt from their lines.
+
+Any surprise while reading one file is that file's problem: it is recorded
+with a one-line reason and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labelsync.contract import Conversation, InvalidConversation
+from labelsync.files import FileStat, Found, TooLarge, Unreadable, Unsettled, display
+from labelsync.plan import ENDED, FINAL, QUIET
+from labelsync.readers.base import Options
+from labelsync.sources import open_document
+from labelsync.state import FileRecord, LineRef, Tailed
+from labelsync.tail import assemble
+from labelsync.task import TaskDraft, draft_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Work:
+    """One conversation to decide, and where it came from."""
+
+    path: str  # the file (state key)
+    key: str  # which conversation of the file (its id; its position if unreadable)
+    position: str
+    parsed: Conversation | InvalidConversation
+    draft: TaskDraft | None = None
+    settled: str | None = None  # why it cannot grow any more (plan.FINAL, ...), if so
+    tailed: bool = False  # assembled from log lines
+    changed_at: float = 0.0  # wall time of its last change (file mtime, or its last line)
+    missing: list[str] = field(default_factory=list)  # its lines that could not be read
+
+
+@dataclass
+class FileDone:
+    """A file fully read: its new record; `keys`: the conversations it holds now."""
+
+    record: FileRecord
+    keys: list[str] | None = None
+    nbytes: int = 0
+
+
+@dataclass
+class Unsettle:
+    """A file changed while it was read: look again later, it is not bad."""
+
+    path: Path
+
+
+Item = Work | FileDone | Unsettle
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    root: Path
+    options: Options
+    max_file_bytes: int
+    max_wait_s: float  # quiet this long: a short conversation will not grow
+
+
+def documents(
+    found: Iterable[Found],
+    known: dict[str, FileRecord],
+    config: ReadConfig,
+    *,
+    reread: Callable[[str], bool],
+    now: Callable[[], float],
+) -> Iterator[Item]:
+    """The conversations of files that changed (the caller has left out unchanged ones).
+
+    reread(path): decide this file again even if its bytes are the ones last read.
+    """
+    for entry in found:
+        key = display(entry.path)
+        record = known.get(key)
+        if entry.stat is None:  # skipped without opening (a FIFO, a symlink out, ...)
+            if record is None or record.status != "skipped" or record.reason != entry.problem:
+                yield FileDone(FileRecord(key, FileStat(0, 0, 0), "skipped", entry.problem))
+            continue
+        try:
+            yield from _document(entry.path, key, entry.stat, record, config, reread(key), now)
+        except Exception as exc:
+            log.debug("reading %s failed", key, exc_info=True)
+            reason = f"could not be read ({type(exc).__name__}: {exc})"
+            yield FileDone(FileRecord(key, entry.stat, "quarantined", reason), keys=[])
+
+
+def _document(
+    path: Path,
+    key: str,
+    stat: FileStat,
+    record: FileRecord | None,
+    config: ReadConfig,
+    recheck: bool,
+    now: Callable[[], float],
+) -> Iterator[Item]:
+    try:
+        doc = open_document(path, config.options, config.max_file_bytes)
+    except Unsettled:
+        yield Unsettle(path)
+        return
+    except TooLarge as exc:
+        yield FileDone(FileRecord(key, exc.stat, "quarantined", str(exc)), keys=[])
+        return
+    except Unreadable as exc:
+        status = "unreadable" if exc.retry else "skipped"
+        yield FileDone(FileRecord(key, exc.stat or stat, status, exc.reason))
+        return
+    if not recheck and record is not None and doc.sha256 and record.sha256 == doc.sha256:
+        # Touched, not changed (same bytes): keep the decisions, learn the new stat.
+        yield FileDone(FileRecord(key, doc.stat, record.status, record.reason, doc.sha256))
+        return
+    quiet = now() - doc.stat.mtime_ns / 1e9 >= config.max_wait_s
+    relative = _relative(path, config.root)
+    keys: list[str] = []
+    try:
+        for entry in doc.entries:
+            parsed = entry.parsed
+            if isinstance(parsed, InvalidConversation):
+                keys.append(entry.position or "")
+                yield Work(key, entry.position or "", entry.position, parsed)
+                continue
+            keys.append(parsed.thread_id)
+            yield Work(
+                key,
+                parsed.thread_id,
+                entry.position,
+                parsed,
+                draft_task(parsed, relative),
+                _settled(parsed, quiet),
+                changed_at=doc.stat.mtime_ns / 1e9,
+            )
+    except Unsettled:
+        yield Unsettle(path)
+        return
+    yield FileDone(
+        FileRecord(key, doc.stat, "read", None, doc.sha256), keys=keys, nbytes=doc.stat.size
+    )
+
+
+def assembled(
+    batches: Iterable[tuple[list[Tailed], dict[str, list[LineRef]]]],
+    config: ReadConfig,
+    *,
+    now: Callable[[], float],
+) -> Iterator[Item]:
+    """Conversations of tailed logs, rebuilt from their lines, batch by batch."""
+    for threads, lines in batches:
+        for tailed in threads:
+            refs = lines.get(tailed.thread_id, [])
+            try:
+                conversation, missing = assemble(
+                    tailed.thread_id, refs, config.options, config.max_file_bytes
+                )
+            except InvalidConversation as invalid:
+                yield Work(tailed.path, tailed.thread_id, "", invalid, tailed=True)
+                continue
+            except Exception as exc:
+                reason = f"could not be read ({type(exc).__name__}: {exc})"
+                yield Work(
+                    tailed.path, tailed.thread_id, "", InvalidConversation(reason), tailed=True
+                )
+                continue
+            if tailed.ended and not conversation.ended:
+                conversation = _with_ended(conversation)
+            quiet = now() - tailed.last_at >= config.max_wait_s
+            yield Work(
+                tailed.path,
+                tailed.thread_id,
+                "",
+                conversation,
+                draft_task(conversation, _relative(Path(tailed.path), config.root)),
+                _settled(conversation, quiet),
+                tailed=True,
+                changed_at=tailed.last_at,
+                missing=missing,
+            )
+
+
+def _settled(conversation: Conversation, quiet: bool) -> str | None:
+    if conversation.final:
+        return FINAL
+    if conversation.ended:
+        return ENDED
+    return QUIET if quiet else None
+
+
+def _with_ended(conversation: Conversation) -> Conversation:
+    from dataclasses import replace
+
+    return replace(conversation, ended=True)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return display(os.path.relpath(path, root)) if path.is_relative_to(root) else display(path)
+    except ValueError:
+        return display(path)

@@ -1,0 +1,27 @@
+"""Placeholder: the responses reader is being written."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from labelsync.readers.base import Draft, Options, Reader
+
+
+def matches(doc: Mapping[str, Any]) -> bool:
+    return False
+
+
+def is_item(item: Mapping[str, Any]) -> bool:
+    return False
+
+
+def read(doc: Mapping[str, Any], options: Options) -> Draft:
+    raise NotImplementedError
+
+
+def read_items(items: list[Any], options: Options) -> Draft:
+    raise NotImplementedError
+
+
+READER = Reader("responses", matches, read)

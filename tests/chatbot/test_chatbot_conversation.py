@@ -1,4 +1,4 @@
-"""chatbot/labelsync_chatbot/conversation.py: what gets recorded, and its contract shape."""
+"""labelsync_chatbot/conversation.py: what gets recorded, and its shape in the contract."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""chatbot/labelsync_chatbot/datalayer.py: Chainlit's SQLAlchemy data layer works on SQLite."""
+"""labelsync_chatbot/datalayer.py: Chainlit's SQLAlchemy data layer really works on SQLite."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""chatbot/labelsync_chatbot/providers.py against the Ollama stub, via the real `ollama` client."""
+"""labelsync_chatbot/providers.py against the Ollama stub, through the real `ollama` client."""
 
 from __future__ import annotations
 

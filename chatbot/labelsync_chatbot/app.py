@@ -3,11 +3,22 @@
 Run it with `labelsync-chatbot` (see __main__.py) or `chainlit run <this file>`.
 It knows nothing about Label Studio; the labelsync daemon picks the files up.
 
+Two audiences, two channels: the person chatting reads the chat (plain words,
+what they can do); the operator reads the log and the README (paths, settings,
+the command that fixes it).
+
 When is a conversation "ended"? Chainlit's on_chat_end fires on every socket
 disconnect (a network blip, a reload, "New chat"), so it is NOT taken as the
-end. The user ends a conversation explicitly: the "End conversation" button, or
-typing `/end`. Writing again after that (a new message, feedback) keeps the
-file, and saying something new reopens it (`ended` goes back to false).
+end. The user ends a conversation explicitly: the "End conversation" button
+(always under the latest message), or typing `/end`. Writing again after that
+(a new message, feedback) keeps the file, and saying something new reopens it
+(`ended` goes back to false).
+
+What gets thumbs: Chainlit rates the *run* (the on_message step) through the
+last assistant message inside it. Only complete replies stay inside their run;
+every notice from the chat itself (greeting, errors, an interrupted reply, a
+model change, the end) is sent outside any run, so it is never offered for
+rating: it is not part of the saved conversation.
 """
 
 from __future__ import annotations
@@ -16,31 +27,36 @@ import asyncio
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import chainlit as cl
 from chainlit.input_widget import InputWidget, Select
 from chainlit.types import ThreadDict
 
+from labelsync_chatbot import words
+from labelsync_chatbot.chainlit_files import prepare_app_root
 from labelsync_chatbot.conversation import (
     Conversation,
-    add_assistant_message,
-    add_user_message,
+    Said,
     end,
     from_contract,
-    provider_messages,
+    history_for,
+    iso_utc,
+    record_turn,
     set_feedback,
     to_contract,
 )
+from labelsync_chatbot.login import ReadableLoginRefusal, password_matches
 from labelsync_chatbot.providers import (
     ModelChoice,
     ProviderError,
-    ReplyInterrupted,
     available_models,
     build_providers,
     parse_model_key,
 )
 from labelsync_chatbot.settings import load_settings
+from labelsync_chatbot.thread_history import RECORDED, conversation_from_thread, feedback_targets
 from labelsync_chatbot.writer import read_conversation, write_conversation
 
 log = logging.getLogger("labelsync_chatbot")
@@ -53,7 +69,8 @@ CONVERSATION = "labelsync_conversation"
 # feedback arrives with the run's id: map it to the reply it is about.
 FEEDBACK_TARGETS = "labelsync_feedback_targets"
 END_ACTION = "labelsync_end_conversation"
-END_COMMAND = "/end"
+END_BUTTON = "labelsync_end_button"
+MODEL_KEY = "labelsync_model_key"
 
 # One writer at a time per conversation, so an older snapshot never lands last.
 _write_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -61,6 +78,28 @@ _write_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _prepare_chainlit_root() -> None:
+    """This chat's Readme and login words in Chainlit's app root. Runs when
+    Chainlit imports the app: after it wrote its stock translations, before it
+    writes its stock Readme, and before anything is served."""
+    from chainlit.config import APP_ROOT, TRANSLATIONS_DIR
+    from chainlit.markdown import DEFAULT_MARKDOWN_STR
+
+    try:
+        prepare_app_root(Path(APP_ROOT), DEFAULT_MARKDOWN_STR, Path(TRANSLATIONS_DIR))
+    except OSError as exc:
+        log.warning("could not write the chat's Readme and login words to %s: %s", APP_ROOT, exc)
+
+
+_prepare_chainlit_root()
+log.info("conversations are saved to %s after every reply", settings.watch_dir.resolve())
+if not settings.resume_enabled:
+    log.info(
+        "resume and feedback are off: they need login (LABELSYNC_CHATBOT_USERS and "
+        "CHAINLIT_AUTH_SECRET) and a data layer (LABELSYNC_CHATBOT_DATABASE_URL)"
+    )
 
 
 async def save(conv: Conversation) -> None:
@@ -74,15 +113,15 @@ async def save(conv: Conversation) -> None:
 # --- login and data layer: only when configured -------------------------------
 
 if settings.auth_enabled:
+    from chainlit.server import app as _server
 
     @cl.password_auth_callback
     async def _password_login(username: str, password: str) -> cl.User | None:
-        import hmac
-
-        expected = settings.user_passwords().get(username)
-        if expected is not None and hmac.compare_digest(expected, password):
+        if password_matches(settings.user_passwords(), username, password):
             return cl.User(identifier=username, metadata={"provider": "password"})
         return None
+
+    _server.add_middleware(ReadableLoginRefusal)
 
 
 if settings.database_url:
@@ -94,7 +133,7 @@ if settings.database_url:
         return make_data_layer(settings.database_url or "")
 
 
-# --- chat ---------------------------------------------------------------------
+# --- what the chat says that is not the conversation --------------------------
 
 
 def _user_identifier() -> str | None:
@@ -107,7 +146,39 @@ def _chosen_model() -> ModelChoice:
     return parse_model_key(str(chosen))
 
 
-async def _send_model_picker(initial_key: str) -> list[str]:
+def _end_button() -> cl.Action:
+    return cl.Action(
+        name=END_ACTION, payload={}, label=words.END_BUTTON, icon="square",
+        tooltip="Save this conversation as finished",
+    )
+
+
+async def _move_end_button(for_id: str | None) -> None:
+    """Keep one End button, under the latest message, where the user is looking."""
+    old: cl.Action | None = cl.user_session.get(END_BUTTON)
+    if old is not None:
+        await old.remove()
+    button = None
+    if for_id is not None:
+        button = _end_button()
+        await button.send(for_id=for_id)
+    cl.user_session.set(END_BUTTON, button)
+
+
+def _outside_the_run(message: cl.Message | cl.ErrorMessage) -> cl.Message | cl.ErrorMessage:
+    # Chainlit parents a message to the running step; a top-level one gets no thumbs.
+    message.parent_id = None
+    return message
+
+
+async def _say(content: str, *, error: bool = False, end_button: bool = True) -> None:
+    """A notice from the chat itself: shown, never recorded, never rated."""
+    message = _outside_the_run(cl.ErrorMessage(content=content) if error else cl.Message(content))
+    await message.send()
+    await _move_end_button(message.id if end_button else None)
+
+
+async def _send_model_picker(initial_key: str) -> list[ProviderError]:
     menu = await available_models(providers, settings.default_model)
     items = {choice.label: choice.key for choice in menu.choices}
     keys = list(items.values())
@@ -117,41 +188,28 @@ async def _send_model_picker(initial_key: str) -> list[str]:
             Select(id="model", label="Model", items=items, initial_value=initial)
         ]
         await cl.ChatSettings(widgets).send()
+    for problem in menu.problems:
+        log.warning("listing models: %s", problem)
+    cl.user_session.set(MODEL_KEY, _chosen_model().key)
     return menu.problems
 
 
-def _intro(problems: list[str], resumed: bool) -> str:
-    choice = _chosen_model()
-    lines = [
-        f"Model: `{choice.model}` ({choice.provider}); change it in the chat settings.",
-        f"This conversation is saved to `{settings.watch_dir}` after every reply. "
-        f"Press *End conversation* or type `{END_COMMAND}` when you are done.",
-    ]
-    if resumed:
-        lines.append("Resumed: new turns continue the same conversation file.")
-    elif not settings.resume_enabled:
-        lines.append(
-            "Resume is off: it needs login (LABELSYNC_CHATBOT_USERS and CHAINLIT_AUTH_SECRET) "
-            "and a data layer (LABELSYNC_CHATBOT_DATABASE_URL)."
-        )
-    lines += [f"⚠️ {problem}" for problem in problems]
-    return "\n\n".join(lines)
-
-
-def _end_button() -> cl.Action:
-    return cl.Action(name=END_ACTION, payload={}, label="End conversation", icon="square")
+# --- chat ---------------------------------------------------------------------
 
 
 @cl.on_chat_start
 async def on_chat_start() -> None:
     session = cl.context.session
     conv = Conversation(
-        thread_id=session.thread_id, session_id=session.id, user=_user_identifier()
+        thread_id=session.thread_id,
+        session_id=session.id,
+        user=_user_identifier(),
+        system_prompt=settings.system_prompt,
     )
     cl.user_session.set(CONVERSATION, conv)
     cl.user_session.set(FEEDBACK_TARGETS, {})
-    problems = await _send_model_picker(settings.default_model)
-    await cl.Message(content=_intro(problems, resumed=False), actions=[_end_button()]).send()
+    problems = await _send_model_picker(parse_model_key(settings.default_model).key)
+    await _say(words.greeting(_chosen_model(), problems))
 
 
 @cl.on_chat_resume
@@ -159,115 +217,114 @@ async def on_chat_resume(thread: ThreadDict) -> None:
     session = cl.context.session
     data = await asyncio.to_thread(read_conversation, settings.watch_dir, thread["id"])
     if data is not None:
-        conv = from_contract(data, session_id=session.id)
+        conv = from_contract(data, session_id=session.id, system_prompt=settings.system_prompt)
     else:
-        conv = _from_thread(thread, session.id)
+        conv = conversation_from_thread(
+            thread, session_id=session.id, system_prompt=settings.system_prompt, now=_now()
+        )
     conv.user = conv.user or _user_identifier()
     cl.user_session.set(CONVERSATION, conv)
-    cl.user_session.set(
-        FEEDBACK_TARGETS,
-        {
-            step["parentId"]: step["id"]
-            for step in thread.get("steps") or []
-            if step.get("type") == "assistant_message" and step.get("parentId")
-        },
-    )
+    cl.user_session.set(FEEDBACK_TARGETS, feedback_targets(thread))
     previous = (session.chat_settings or {}).get("model") or settings.default_model
-    problems = await _send_model_picker(str(previous))
-    await cl.Message(content=_intro(problems, resumed=True), actions=[_end_button()]).send()
+    problems = await _send_model_picker(parse_model_key(str(previous)).key)
+    await _show_with_history(thread, words.resumed(_chosen_model(), problems))
 
 
-def _from_thread(thread: ThreadDict, session_id: str) -> Conversation:
-    """The file is gone (e.g. the watch dir was emptied): rebuild it from what the
-    data layer kept. Error notices and interrupted replies are flagged and skipped."""
-    conv = Conversation(thread_id=thread["id"], session_id=session_id)
-    for step in thread.get("steps") or []:
-        role = {"user_message": "user", "assistant_message": "assistant"}.get(step.get("type", ""))
-        metadata = step.get("metadata") or {}
-        if role is None or step.get("isError") or metadata.get("labelsync") != "recorded":
-            continue
-        at = datetime.fromisoformat(step.get("createdAt") or _now().isoformat())
-        if role == "user":
-            add_user_message(conv, step["id"], step.get("output") or "", at)
-        else:
-            add_assistant_message(
-                conv, step["id"], step.get("output") or "", at,
-                model=metadata.get("model", ""), provider=metadata.get("provider", ""),
-            )
-    return conv
+async def _show_with_history(thread: ThreadDict, content: str) -> None:
+    """Show a notice at the end of a reopened thread, once per opening.
+
+    Chainlit 2.12 calls on_chat_resume with the stored thread, then sends that
+    same thread to the browser, which replaces the chat with it: a message sent
+    from on_chat_resume is wiped (it shows up only after a reload, from the
+    store) and every reopening would store one more. So the notice is appended
+    to the thread being sent, never stored; its End button is sent beforehand
+    and shows once the message arrives."""
+    notice = _outside_the_run(cl.Message(content))
+    notice.created_at = iso_utc(_now())
+    thread["steps"] = [*(thread.get("steps") or []), notice.to_dict()]
+    await _move_end_button(notice.id)
 
 
 def _conversation() -> Conversation:
     conv = cl.user_session.get(CONVERSATION)
     if conv is None:  # should not happen; keep the chat usable anyway
         session = cl.context.session
-        conv = Conversation(thread_id=session.thread_id, session_id=session.id)
+        conv = Conversation(
+            thread_id=session.thread_id, session_id=session.id,
+            system_prompt=settings.system_prompt,
+        )
         cl.user_session.set(CONVERSATION, conv)
     return conv
+
+
+@cl.on_settings_update
+async def on_settings_update(_changed: dict[str, Any]) -> None:
+    choice = _chosen_model()
+    if choice.key == cl.user_session.get(MODEL_KEY):
+        return
+    cl.user_session.set(MODEL_KEY, choice.key)
+    await _say(words.model_changed(choice))
 
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     conv = _conversation()
-    if message.content.strip() == END_COMMAND:
+    if message.content.strip() == words.END_COMMAND:
         await _end_conversation(conv)
         return
 
     choice = _chosen_model()
     provider = providers.get(choice.provider)
     if provider is None:
-        await cl.ErrorMessage(
-            content=f"{choice.provider} is not configured. Pick another model in the chat settings."
-        ).send()
+        log.warning("%s was picked but %s is not configured", choice.key, choice.provider)
+        await _say(words.model_not_offered(choice), error=True)
         return
 
-    add_user_message(conv, message.id, message.content, _now())
-    message.metadata = {**(message.metadata or {}), "labelsync": "recorded"}
-    await message.update()
-
+    question = Said(message.id, message.content, _now())
     reply = cl.Message(content="")
-    history = provider_messages(conv, settings.system_prompt)
     try:
+        history = history_for(conv, message.id, message.content)
         async for piece in provider.stream(choice.model, history):
             await reply.stream_token(piece)
     except ProviderError as exc:
         await _show_failure(reply, exc)
         return
-    reply.metadata = {"labelsync": "recorded", "model": choice.model, "provider": choice.provider}
+    reply.metadata = {"labelsync": RECORDED, "model": choice.model, "provider": choice.provider}
     await reply.send()
-    add_assistant_message(
-        conv, reply.id, reply.content, _now(), model=choice.model, provider=choice.provider
+    record_turn(
+        conv, question, Said(reply.id, reply.content, _now()),
+        model=choice.model, provider=choice.provider,
     )
+    # Marked only now, so a rebuild from the data layer skips failed attempts.
+    message.metadata = {**(message.metadata or {}), "labelsync": RECORDED}
+    await message.update()
     if reply.parent_id:
         cl.user_session.get(FEEDBACK_TARGETS, {})[reply.parent_id] = reply.id
+    await _move_end_button(reply.id)
     await save(conv)
 
 
 async def _show_failure(reply: cl.Message, exc: ProviderError) -> None:
-    """Tell the user, keep the app running, and keep the file as it was: the
-    half reply is never recorded."""
-    if isinstance(exc, ReplyInterrupted) and exc.started and reply.content:
-        reply.content += "\n\n*[reply interrupted]*"
-        reply.metadata = {"labelsync": "interrupted"}
-        await reply.send()
-        text = (
-            f"The reply was cut off: {exc}. The partial reply above is not saved in the "
-            "conversation; send your message again to retry."
-        )
-    else:
-        text = str(exc)
-    log.warning("reply failed: %s", exc)
-    await cl.ErrorMessage(content=text).send()
+    """Tell the user what they can do, log what the operator can do, and keep the
+    conversation as it was: neither the question nor a half reply is recorded."""
+    log.warning("reply failed (%s): %s", type(exc).__name__, exc)
+    if reply.content:
+        # Keep what the user saw, marked, but outside the run: it cannot be rated.
+        partial = reply.content
+        await reply.remove()
+        shown = _outside_the_run(cl.Message(words.interrupted(partial)))
+        shown.metadata = {"labelsync": "interrupted"}
+        await shown.send()
+    await _say(exc.for_user, error=True)
 
 
 async def _end_conversation(conv: Conversation) -> None:
     end(conv)
     await save(conv)
     if conv.messages:
-        text = "Conversation ended and saved. Start a new chat for a new conversation."
+        await _say(words.ENDED, end_button=False)
     else:
-        text = "Nothing to save yet: this conversation has no messages."
-    await cl.Message(content=text).send()
+        await _say(words.NOTHING_TO_END)
 
 
 @cl.action_callback(END_ACTION)
@@ -278,11 +335,15 @@ async def on_end_action(action: cl.Action) -> None:
 @cl.on_feedback
 async def on_feedback(feedback: Any) -> None:
     """Thumbs up/down (and comment) from Chainlit's UI; only offered when a data
-    layer is configured. Written into the file on the rated message."""
+    layer is configured, and only on complete replies. Written into the file on
+    the rated message, with the time it was given."""
     conv = _conversation()
     target = cl.user_session.get(FEEDBACK_TARGETS, {}).get(feedback.forId, feedback.forId)
-    if set_feedback(conv, target, int(feedback.value), feedback.comment):
+    outcome = set_feedback(conv, target, int(feedback.value), feedback.comment, _now())
+    if outcome == "recorded":
         await save(conv)
+    elif outcome == "not recorded":
+        log.warning("feedback on %s, which is not in the saved conversation: dropped", target)
 
 
 @cl.on_chat_end

@@ -1,8 +1,10 @@
-"""Model providers behind one streaming interface, and their failures in user terms.
+"""Model providers behind one streaming interface, and their failures in two voices.
 
 Every provider's `stream()` yields text pieces and raises only `ProviderError`
-subclasses, whose `str()` is a message meant for the chat user: what happened
-and what to do.
+subclasses. Each carries two texts: `for_user`, shown in the chat (what happened
+and what the person chatting can do), and `str()`, the operator's hint for the
+log (host, settings, the command that fixes it). The person chatting never sees
+a path, a host or a setting name.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ from .settings import ChatbotSettings
 OLLAMA_DEFAULT_HOST = "http://127.0.0.1:11434"
 
 
+UNAVAILABLE_FOR_USER = "The assistant is unavailable right now. Please try again in a minute."
+
+
 class ProviderError(Exception):
-    """A reply could not be produced; str() is shown to the user."""
+    """A reply could not be produced. str(): the operator's hint, for the log;
+    `for_user`: what the chat shows."""
+
+    for_user = UNAVAILABLE_FOR_USER
 
 
 class ProviderUnavailable(ProviderError):
@@ -30,13 +38,26 @@ class ProviderUnavailable(ProviderError):
 class ModelNotFound(ProviderError):
     """The provider is up but does not have the model."""
 
+    def __init__(self, operator_hint: str, *, model: str) -> None:
+        super().__init__(operator_hint)
+        self.for_user = (
+            f"The model `{model}` is not available here. Pick another one in the chat "
+            "settings (the gear next to the message box), then send your message again."
+        )
+
 
 class ReplyInterrupted(ProviderError):
     """The provider failed after the reply had started (or refused it)."""
 
-    def __init__(self, message: str, *, started: bool) -> None:
-        super().__init__(message)
+    def __init__(self, operator_hint: str, *, started: bool) -> None:
+        super().__init__(operator_hint)
         self.started = started
+        self.for_user = (
+            "The reply stopped partway through, so it was not kept. "
+            "Send your message again to get a whole reply."
+            if started
+            else "The assistant could not answer this time. Please send your message again."
+        )
 
 
 @dataclass(frozen=True)
@@ -53,13 +74,23 @@ class ModelChoice:
         return f"{self.model} ({self.provider})"
 
 
+def ollama_model_name(name: str) -> str:
+    """The name as Ollama lists it: "llama3.2" is "llama3.2:latest". The tag is
+    what follows the last ':' after the last '/' ("host:port/ns/model" has none)."""
+    name = name.strip()
+    return name if ":" in name.rpartition("/")[2] else f"{name}:latest"
+
+
 def parse_model_key(key: str) -> ModelChoice:
     """ "openai:gpt-4o" -> (openai, gpt-4o); a bare name is an Ollama model
-    (Ollama names contain ':' themselves, as in "llama3.2:1b")."""
+    (Ollama names contain ':' themselves, as in "llama3.2:1b"). Ollama names come
+    back as Ollama reports them, so one model is one key."""
     provider, sep, model = key.partition(":")
-    if sep and provider in ("ollama", "openai", "anthropic") and model:
+    if sep and provider in ("openai", "anthropic") and model:
         return ModelChoice(provider, model)
-    return ModelChoice("ollama", key)
+    if sep and provider == "ollama" and model:
+        return ModelChoice("ollama", ollama_model_name(model))
+    return ModelChoice("ollama", ollama_model_name(key))
 
 
 class Provider(Protocol):
@@ -79,9 +110,8 @@ class OllamaProvider:
 
     def _unavailable(self) -> ProviderUnavailable:
         return ProviderUnavailable(
-            f"Ollama is not answering at {self.host}. Start it with `ollama serve` "
-            "(install it from https://ollama.com/download), or set OLLAMA_HOST to where it "
-            "runs, then send your message again."
+            f"Ollama is not answering at {self.host}: start it with `ollama serve` "
+            "(install it from https://ollama.com/download), or set OLLAMA_HOST to where it runs"
         )
 
     async def list_models(self) -> list[str]:
@@ -93,7 +123,7 @@ class OllamaProvider:
             raise ProviderUnavailable(
                 f"Ollama at {self.host} could not list models: {exc.error}"
             ) from None
-        return [m.model for m in listed.models if m.model]
+        return [ollama_model_name(m.model) for m in listed.models if m.model]
 
     async def stream(self, model: str, messages: Sequence[dict[str, str]]) -> AsyncIterator[str]:
         started = False
@@ -107,8 +137,8 @@ class OllamaProvider:
         except ollama.ResponseError as exc:
             if exc.status_code == 404 and not started:
                 raise ModelNotFound(
-                    f"Ollama at {self.host} has no model `{model}`. Run `ollama pull {model}`, "
-                    "or pick another model in the chat settings, then send your message again."
+                    f"Ollama at {self.host} has no model `{model}`: run `ollama pull {model}`",
+                    model=model,
                 ) from None
             raise ReplyInterrupted(
                 f"Ollama reported an error: {exc.error}", started=started
@@ -157,12 +187,12 @@ class OpenAIProvider:
             if started:
                 raise ReplyInterrupted("the connection to OpenAI was lost", started=True) from None
             raise ProviderUnavailable(
-                "OpenAI cannot be reached. Check the network (and OPENAI_BASE_URL), then try again."
+                "OpenAI cannot be reached: check the network (and OPENAI_BASE_URL)"
             ) from None
         except openai.NotFoundError:
             raise ModelNotFound(
-                f"OpenAI has no model `{model}` for this key. Pick another model in the chat "
-                "settings, or fix LABELSYNC_CHATBOT_OPENAI_MODELS."
+                f"OpenAI has no model `{model}` for this key: fix LABELSYNC_CHATBOT_OPENAI_MODELS",
+                model=model,
             ) from None
         except openai.APIError as exc:
             raise ReplyInterrupted(
@@ -206,13 +236,11 @@ class AnthropicProvider:
                 raise ReplyInterrupted(
                     "the connection to Anthropic was lost", started=True
                 ) from None
-            raise ProviderUnavailable(
-                "Anthropic cannot be reached. Check the network, then try again."
-            ) from None
+            raise ProviderUnavailable("Anthropic cannot be reached: check the network") from None
         except anthropic.NotFoundError:
             raise ModelNotFound(
-                f"Anthropic has no model `{model}`. Pick another model in the chat settings, "
-                "or fix LABELSYNC_CHATBOT_ANTHROPIC_MODELS."
+                f"Anthropic has no model `{model}`: fix LABELSYNC_CHATBOT_ANTHROPIC_MODELS",
+                model=model,
             ) from None
         except anthropic.APIError as exc:
             raise ReplyInterrupted(
@@ -242,24 +270,25 @@ def build_providers(settings: ChatbotSettings) -> dict[str, Provider]:
 @dataclass
 class ModelMenu:
     choices: list[ModelChoice]
-    # User-facing notes on providers that could not list their models.
-    problems: list[str]
+    # Providers that could not list their models (operator hint + chat words).
+    problems: list[ProviderError]
 
 
 async def available_models(providers: dict[str, Provider], default_key: str) -> ModelMenu:
-    """Every model the user can pick: what Ollama really has, plus configured
-    cloud models. The default stays listed even if Ollama is down or lacks it, so
-    the picker shows what will be tried (and the error says what to do)."""
+    """Every model the user can pick, once each: what Ollama really has (named as
+    it names them), plus configured cloud models. The default stays listed even
+    if Ollama is down or lacks it, so the picker shows what will be tried (and
+    the error says what to do)."""
     choices: list[ModelChoice] = []
-    problems: list[str] = []
+    problems: list[ProviderError] = []
     for provider in providers.values():
         try:
             names = await provider.list_models()
         except ProviderError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
             continue
-        choices += [ModelChoice(provider.name, name) for name in names]
+        choices += [parse_model_key(f"{provider.name}:{name}") for name in names]
     default = parse_model_key(default_key)
     if default not in choices and default.provider in providers:
         choices.insert(0, default)
-    return ModelMenu(choices, problems)
+    return ModelMenu(list(dict.fromkeys(choices)), problems)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -27,9 +28,18 @@ def assert_follows_contract(data: dict[str, Any]) -> None:
     assert data["turn_count"] == sum(1 for m in data["messages"] if m["role"] == "user")
     assert isinstance(data["ended"], bool)
     assert data["timestamp"].endswith("Z")
+    assert data["started_at"].endswith("Z") and data["started_at"] <= data["timestamp"]
+    assert data["sessions"][0] == data["session_id"]
+    assert len(set(data["sessions"])) == len(data["sessions"])
+    assert isinstance(data["system_prompt"], str)
     for message in data["messages"]:
         assert message["role"] in ("user", "assistant")
         assert message["timestamp"].endswith("Z")
+        if "feedback" in message and "at" in message["feedback"]:
+            assert message["feedback"]["at"].endswith("Z")
+    # Never two user messages in a row: a failed reply records neither side.
+    roles = [m["role"] for m in data["messages"]]
+    assert all(a != b for a, b in itertools.pairwise(roles)), roles
 
 
 def labelsync_validate(path: Path) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,8 +10,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -24,6 +27,10 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 STUB_MODEL = "stub-llama:latest"
+GREETING = "Hello! Replies come from"
+RESUMED = "Welcome back"
+# Login and Chainlit's data layer: what resume and the thumbs need.
+AUTH_SECRET = "test-secret-" + "x" * 52
 # Settings that would change what the app does if inherited from the outer shell.
 _INHERITED_SETTINGS = (
     "CI", "DATABASE_URL", "LITERAL_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
@@ -95,11 +102,80 @@ def stop_chatbot(app: ChatbotApp) -> None:
 
 
 def send(page, text: str) -> None:
-    page.fill("#chat-input", text)
-    page.click("#chat-submit")
+    """Type and send, as a user would: once the previous run is over. With a data
+    layer, Chainlit moves to /thread/<id> after the first reply and the composer
+    can lose what was just typed; a user then types it again, and so do we."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.wait_for_selector("#chat-submit")  # not the stop button: no run is going
+    for _ in range(3):
+        page.fill("#chat-input", text)
+        try:
+            page.click("#chat-submit", timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if page.input_value("#chat-input") == text:
+                raise  # the text is there and still cannot be sent: a real problem
+    raise AssertionError(f"the composer kept losing {text!r}")
 
 
 def wait_for_reply(page, text: str):
     reply = page.locator('[data-step-type="assistant_message"]').filter(has_text=text)
     reply.wait_for()
     return reply
+
+
+def login_env(tmp: Path, users: str = "alice:wonderland") -> dict[str, str]:
+    return {
+        "LABELSYNC_CHATBOT_USERS": users,
+        "CHAINLIT_AUTH_SECRET": AUTH_SECRET,
+        "LABELSYNC_CHATBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/chainlit.sqlite3",
+    }
+
+
+def sign_in(page, user: str, password: str) -> None:
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign In").click()
+
+
+def read_when(app: ChatbotApp, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The conversation file once `done(data)` holds (it is written just after the
+    reply shows); the last state seen otherwise, for the assertion to report."""
+    deadline = time.monotonic() + 30
+    data = None
+    while time.monotonic() < deadline:
+        files = app.conversation_files()
+        if files:
+            data = json.loads(files[0].read_text())
+            if done(data):
+                break
+        time.sleep(0.1)
+    return data
+
+
+def chat_turns(page, texts: list[str]) -> None:
+    for text in texts:
+        send(page, text)
+        wait_for_reply(page, f"You said: {text}")
+    page.wait_for_selector("#chat-submit")  # the run is over
+
+
+def pick_model(page, label: str) -> list[str]:
+    """Pick a model in the chat settings, as a user does; return what the picker offered."""
+    page.locator("#chat-settings-open-modal").click()
+    page.get_by_role("combobox").click()
+    offered = page.get_by_role("option").all_inner_texts()
+    page.get_by_role("option", name=label).click()
+    page.get_by_role("button", name="Confirm").click()
+    return offered
+
+
+def screenshot(page, name: str) -> Path:
+    """Save what the user sees now under tests/artifacts/ (git-ignored)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # Let the last update paint before taking the picture.
+    page.wait_for_function("() => new Promise(r => requestAnimationFrame(() => r(true)))")
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path

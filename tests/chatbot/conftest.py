@@ -8,22 +8,29 @@ shadows this repository's `tests/` namespace, so `tests.support...` does not imp
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+# Importing chainlit writes `.chainlit/` and `.files/` into its app root (default:
+# the current directory): keep them out of the checkout.
+os.environ["CHAINLIT_APP_ROOT"] = tempfile.mkdtemp(prefix="labelsync-chainlit-root-")
+
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 if str(SUPPORT) not in sys.path:
     sys.path.insert(0, str(SUPPORT))
 
 from chatbot_e2e import (  # noqa: E402
-    ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    GREETING,
     ChatbotApp,
+    screenshot,
     send,
     start_chatbot,
     stop_chatbot,
@@ -61,7 +68,7 @@ def chat_page(browser, chatbot_app):
     page.goto(chatbot_app.url)
     page.wait_for_selector("#chat-input")
     # The greeting arrives once on_chat_start has run: a user would wait for it too.
-    page.get_by_text("Resume is off").wait_for()
+    page.get_by_text(GREETING).wait_for()
     yield page
     page.close()
 
@@ -85,12 +92,10 @@ def two_turn_conversation_file(chat_page, chatbot_app) -> Path:
         if time.monotonic() > deadline:
             break  # the test's assertions say what is missing
         time.sleep(0.1)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # Chainlit scrolls the latest question to the top; scroll back to show the chat.
     chat_page.mouse.move(550, 400)
     chat_page.mouse.wheel(0, -20000)
-    chat_page.get_by_text("Resume is off").wait_for()
-    chat_page.wait_for_function("() => new Promise(r => requestAnimationFrame(() => r(true)))")
-    chat_page.screenshot(path=str(ARTIFACTS / "chat.png"))
+    chat_page.get_by_text(GREETING).wait_for()
+    screenshot(chat_page, "chat.png")
     assert len(files) == 1, files
     return files[0]

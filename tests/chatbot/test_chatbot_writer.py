@@ -10,12 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from chatbot_contract import assert_follows_contract, labelsync_validate
 
-from labelsync_chatbot.conversation import (
-    Conversation,
-    add_assistant_message,
-    add_user_message,
-    to_contract,
-)
+from labelsync_chatbot.conversation import Conversation, Said, record_turn, to_contract
 from labelsync_chatbot.writer import (
     UnsafeThreadId,
     conversation_path,
@@ -27,10 +22,12 @@ T0 = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def conversation_with(turns: int, thread_id: str = "3f1c2d9e-0000-4000-8000-000000000001"):
-    conv = Conversation(thread_id=thread_id, session_id="s")
+    conv = Conversation(thread_id=thread_id, session_id="s", system_prompt="Be brief.")
     for i in range(turns):
-        add_user_message(conv, f"u{i}", f"question {i} " + "x" * 2000, T0)
-        add_assistant_message(conv, f"a{i}", f"answer {i}", T0, model="m", provider="ollama")
+        record_turn(
+            conv, Said(f"u{i}", f"question {i} " + "x" * 2000, T0),
+            Said(f"a{i}", f"answer {i}", T0), model="m:latest", provider="ollama",
+        )
     return conv
 
 

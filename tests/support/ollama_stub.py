@@ -46,6 +46,9 @@ class OllamaStub:
     models: list[str] = field(default_factory=lambda: ["stub-llama:latest"])
     reply_for: Callable[[list[dict[str, Any]]], str] = echo_reply
     version: str = "0.6.3-stub"
+    # 0: any free port. A fixed port lets a test start the app first and "bring
+    # Ollama up" later, as when a user retries after an outage.
+    port: int = 0
     # Every /api/chat request body, for tests that check what the app sent.
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
     _failure: _Failure | None = None
@@ -66,7 +69,7 @@ class OllamaStub:
             pass
 
         Handler.stub = stub
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="ollama-stub", daemon=True

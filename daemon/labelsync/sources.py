@@ -178,7 +178,8 @@ def _stream_array(
             yield entry_of(f"[{index}]", element, options, None, many=True)
         hashing.drain()
     except ijson.JSONError as exc:
-        yield Entry(f"[{index + 1}]", InvalidConversation(f"not valid JSON: {exc}"))
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        yield Entry(f"[{index + 1}]", InvalidConversation(f"not valid JSON: {first_line}"))
         return
     except OSError as exc:
         raise Unreadable(f"cannot be read: {exc.strerror}", doc.stat) from None
@@ -223,7 +224,8 @@ class _Hashing:
         self._sha = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
-        block = self._handle.read(size if size and size > 0 else _CHUNK)
+        # ijson first reads 0 bytes to learn whether the file gives bytes or text.
+        block = self._handle.read(size if size >= 0 else _CHUNK)
         self._sha.update(block)
         return block
 

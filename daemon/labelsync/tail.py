@@ -19,6 +19,7 @@ conversation, so the engine can keep, per conversation, which lines make it
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from labelsync.readers import events
 from labelsync.readers.base import Options, text_or_none
 from labelsync.sources import parse_json, read_one
 from labelsync.state import FileRecord, LineRef
+
+log = logging.getLogger(__name__)
 
 _HEAD_BYTES = 4096  # a first line longer than this is fingerprinted by its first 4 KiB
 _CHECK_BYTES = 256
@@ -190,6 +193,10 @@ def _classify(
         thread, whole, ended = _identify(value, cursor.path, options)
     except InvalidConversation as invalid:
         return Line(number, offset, len(raw), None, False, False, invalid)
+    except Exception as exc:  # a reader met what it did not expect: this line's problem only
+        log.debug("line %d of %s could not be read", number, cursor.key, exc_info=True)
+        reason = f"could not be read ({type(exc).__name__}: {exc})"
+        return Line(number, offset, len(raw), None, False, False, InvalidConversation(reason))
     return Line(number, offset, len(raw), thread, whole, ended)
 
 
@@ -230,18 +237,17 @@ def assemble(
         except (OSError, InvalidConversation):
             missing.append(f"{ref.path} line {ref.line_no}")
             continue
-        if isinstance(value, dict) and events.is_event(value, options):
-            messages.extend(events.event_messages(value, f"line {ref.line_no}", options))
-            ended = (
-                events.is_end_marker(value)
-                or value.get("ended") is True
-                or (ended and not value.get("content"))
-            )
-            last = value
-        else:
-            whole = read_one(value, options, file_name=None, many=True)
-            messages = list(whole.messages)
-            ended = whole.ended
+        try:
+            if isinstance(value, dict) and events.is_event(value, options):
+                messages.extend(events.event_messages(value, f"line {ref.line_no}", options))
+                # A message after an end mark reopens the conversation; an end mark ends it.
+                ended = events.is_end_marker(value) or value.get("ended") is True
+                last = value
+            else:  # a whole conversation: what it holds replaces what came before
+                whole = read_one(value, options, file_name=None, many=True)
+                messages, ended = list(whole.messages), whole.ended
+        except InvalidConversation:
+            missing.append(f"{ref.path} line {ref.line_no}")
     if not messages:
         raise InvalidConversation(
             "its lines can no longer be read" if missing else "no messages: nothing to evaluate"

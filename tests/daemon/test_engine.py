@@ -249,3 +249,84 @@ def test_recheck_decides_unchanged_files_again_after_a_settings_change(
     tally = lowered.engine.sync(scan(conversations), recheck=True).tally
     assert tally["new_tasks"] == 1 and tally["duplicates"] == 1
     assert versions_in(ls_project) == [("long", 1), ("short", 1)]
+
+
+def lines(*objects: dict) -> str:
+    return "".join(json.dumps(o) + "\n" for o in objects)
+
+
+def test_an_export_with_many_conversations_is_one_task_each_and_bad_elements_cost_themselves(
+    make_engine, ls_project, conversations
+):
+    export = conversations / "conversations.json"
+    good = [chat(f"c{i}", "q1", "q2") for i in range(5)]
+    export.write_text(json.dumps([*good[:2], {"no": "messages"}, *good[2:]]))
+    harness = make_engine(batch_size=2)
+    tally = harness.backfill()
+    assert tally["new_tasks"] == 5 and tally["quarantined"] == 1
+    ((path, position, reason),) = harness.engine.state.problems("quarantined")
+    assert path == str(export) and position == "[2]" and "no message list" in reason
+
+    # Re-exported, reordered, one conversation grown: only that one is sent, as version 2.
+    grown = chat("c3", "q1", "q2", "q3")
+    export.write_text(json.dumps([grown, good[4], good[2], good[1], good[0]]))
+    tally = harness.backfill()
+    assert tally["new_versions"] == 1 and tally["duplicates"] == 4
+    assert versions_in(ls_project) == sorted([(f"c{i}", 1) for i in range(5)] + [("c3", 2)])
+    assert harness.engine.state.problems("quarantined") == []  # the bad element left the file
+
+
+def test_a_jsonl_log_of_messages_becomes_one_task_per_conversation_and_grows_versions(
+    make_engine, ls_project, conversations
+):
+    log = conversations / "bot.jsonl"
+    log.write_text(
+        lines(
+            {"conversation_id": "x", "role": "user", "content": "hi"},
+            {"conversation_id": "y", "role": "user", "content": "hello"},
+            {"conversation_id": "x", "role": "assistant", "content": "hi!\n```py\nprint(1)\n```"},
+            {"conversation_id": "y", "role": "assistant", "content": "hey"},
+            {"conversation_id": "x", "role": "user", "content": "more"},
+            {"conversation_id": "x", "role": "assistant", "content": "sure"},
+        )
+    )
+    harness = make_engine(min_turns=1)
+    assert harness.backfill()["new_tasks"] == 2
+    by_thread = {t["data"]["thread_id"]: t["data"] for t in project_tasks(ls_project)}
+    assert [m["content"] for m in by_thread["x"]["chat"]] == [
+        "hi",
+        "hi!\n```py\nprint(1)\n```",
+        "more",
+        "sure",
+    ]
+    assert by_thread["x"]["source_file"] == "bot.jsonl"
+
+    with log.open("a") as f:
+        f.write(
+            lines(
+                {"conversation_id": "y", "role": "user", "content": "again"},
+                {"conversation_id": "y", "role": "assistant", "content": "ok"},
+            )
+        )
+    tally = harness.backfill()
+    assert tally["new_versions"] == 1 and tally.get("new_tasks", 0) == 0
+    assert versions_in(ls_project) == [("x", 1), ("y", 1), ("y", 2)]
+    v2 = next(t["data"] for t in project_tasks(ls_project) if t["data"]["version"] == 2)
+    assert [m["content"] for m in v2["chat"]] == ["hello", "hey", "again", "ok"]
+
+
+def test_a_dataset_of_one_question_conversations_is_too_short_not_waiting_forever(
+    make_engine, ls_project, conversations
+):
+    rows = [
+        {"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}]}
+        for i in range(3)
+    ]
+    (conversations / "sharegpt.json").write_text(json.dumps(rows))
+    harness = make_engine(min_turns=2)
+    tally = harness.backfill()
+    assert tally["too_short"] == 3 and tally.get("waiting", 0) == 0
+    reason = harness.engine.state.problems("too_short")[0][2]
+    assert "LABELSYNC_MIN_TURNS=1 would send it" in reason
+    lowered = make_engine(min_turns=1)
+    assert lowered.backfill(recheck=True)["new_tasks"] == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -85,3 +86,58 @@ def test_kill_9_after_label_studio_imported_but_before_the_state_knew(env, ls_pr
     assert rerun.returncode == 0, rerun.stderr
     assert "recovered from Label Studio" in rerun.stdout + rerun.stderr
     assert_exactly_once(ls_project, {(p.stem.removeprefix("conversation_"), 1) for p in paths})
+
+
+def event_lines(thread: str, start: int, turns: int) -> str:
+    out = []
+    for t in range(start, start + turns):
+        out.append(json.dumps({"conversation_id": thread, "role": "user", "content": f"q{t}"}))
+        out.append(json.dumps({"conversation_id": thread, "role": "assistant", "content": f"a{t}"}))
+    return "\n".join(out) + "\n"
+
+
+def test_kill_9_during_exports_and_logs_then_rerun(env, ls_project):
+    """Many conversations per file (an export, a message log): kill -9 at random instants."""
+    root = Path(env["LABELSYNC_WATCH_DIR"])
+    root.mkdir(parents=True, exist_ok=True)
+    export = root / "conversations.json"
+    export.write_text(
+        json.dumps([conversation(f"exp-{i}", 2, random.Random(i), "openai") for i in range(600)])
+    )
+    log = root / "bot.jsonl"
+    rng = random.Random(20261125)
+    turns: dict[str, int] = {}
+    with log.open("w") as f:
+        for i in range(600):
+            thread = f"log-{i % 300}"
+            f.write(event_lines(thread, turns.get(thread, 0), 1))
+            turns[thread] = turns.get(thread, 0) + 1
+    env = {**env, "LABELSYNC_BATCH_SIZE": "10", "LABELSYNC_TIMEOUT_SECONDS": "2"}
+    kills = 0
+    for _ in range(6):
+        process = subprocess.Popen(
+            [*LABELSYNC, "backfill"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(0.6, 1.6))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        # The bot keeps appending between crashes: some conversations grow.
+        with log.open("a") as f:
+            for thread in rng.sample(sorted(turns), 10):
+                f.write(event_lines(thread, turns[thread], 1))
+                turns[thread] += 1
+    assert kills >= 3, "the runs finished before they could be killed; raise the counts"
+    final = run(["backfill"], env)
+    assert final.returncode == 0, final.stderr
+
+    tasks = project_tasks(ls_project)
+    assert {t["data"]["thread_id"] for t in tasks} == {f"exp-{i}" for i in range(600)} | set(turns)
+    sent = {(t["data"]["thread_id"], t["data"]["version"]) for t in tasks}
+    assert_exactly_once(ls_project, sent)
+    latest: dict[str, int] = {}
+    for t in tasks:
+        thread = t["data"]["thread_id"]
+        latest[thread] = max(latest.get(thread, 0), t["data"]["turn_count"])
+    assert all(latest[thread] == n for thread, n in turns.items())  # every line arrived

@@ -357,3 +357,54 @@ def test_a_refused_key_is_reported_loudly_and_the_daemon_keeps_running(daemon, e
     assert project_tasks(ls_project) == []
     assert d.signal(signal.SIGTERM) == 0
     assert revoked not in d.output()
+
+
+def test_a_log_appended_while_the_daemon_runs_survives_kill_9(daemon, env, ls_project):
+    """A bot appends message lines; each conversation settles on its own and is sent once."""
+    root = root_of(env)
+    log = root / "bot.jsonl"
+    rng = random.Random(8)
+    stop = threading.Event()
+    final: dict[str, int] = {}  # conversation -> messages written
+
+    def writer() -> None:
+        with open(log, "a", buffering=1) as out:
+            while not stop.is_set():
+                thread = f"c{rng.randrange(30)}"
+                n = final.get(thread, 0)
+                role = "user" if n % 2 == 0 else "assistant"
+                line = {"conversation_id": thread, "role": role, "content": f"{thread} {n}"}
+                out.write(json.dumps(line) + "\n")
+                final[thread] = n + 1
+                stop.wait(0.01)
+
+    bot = threading.Thread(target=writer)
+    bot.start()
+    try:
+        for _ in range(4):
+            d = daemon(LABELSYNC_QUIET_SECONDS="0.5", LABELSYNC_MIN_TURNS="1")
+            time.sleep(rng.uniform(1.5, 3.0))
+            d.signal(signal.SIGKILL)
+    finally:
+        stop.set()
+        bot.join()
+    d = daemon(LABELSYNC_QUIET_SECONDS="0.5", LABELSYNC_MIN_TURNS="1")
+
+    def complete() -> bool:
+        latest: dict[str, int] = {}
+        for t in project_tasks(ls_project):
+            thread = t["data"]["thread_id"]
+            latest[thread] = max(latest.get(thread, 0), len(t["data"]["chat"]))
+        return latest == final
+
+    eventually(complete, f"the last line of {len(final)} conversations; log:\n{d.output()[-2000:]}")
+    counts = versions(ls_project)
+    assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
+    keys = Counter(t["data"]["sync_key"] for t in project_tasks(ls_project))
+    assert max(keys.values()) == 1
+    for t in project_tasks(ls_project):  # every message in the order it was written
+        thread = t["data"]["thread_id"]
+        assert [m["content"] for m in t["data"]["chat"]] == [
+            f"{thread} {i}" for i in range(len(t["data"]["chat"]))
+        ]
+    assert d.signal(signal.SIGTERM) == 0

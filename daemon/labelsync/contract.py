@@ -90,8 +90,16 @@ class Conversation:
 
     @cached_property
     def feedback_key(self) -> str:
-        """Empty when nobody gave feedback, else a hash of who said what about which message."""
-        given = [[i, dict(m.feedback)] for i, m in enumerate(self.messages) if m.feedback]
+        """Empty when nobody gave feedback, else a hash of what was said about which message.
+
+        When it was said (`at`) is left out: a chat app that sends the same rating
+        again with a new time has not changed the feedback.
+        """
+        given = [
+            [i, m.feedback.get("score"), m.feedback.get("comment")]
+            for i, m in enumerate(self.messages)
+            if m.feedback
+        ]
         return _hash(_KEY_VERSION, self.thread_id, _canonical(given)) if given else ""
 
 

@@ -248,3 +248,14 @@ def test_fields_are_configurable_for_other_bots():
     )
     assert c.thread_id == "u-1"
     assert [(m.role, m.content) for m in c.messages] == [("user", "hi"), ("assistant", "yo")]
+
+
+def test_feedback_given_again_with_a_new_time_is_not_a_change():
+    def rated(at: str):
+        messages = [
+            TUTORIAL["messages"][0],
+            {**TUTORIAL["messages"][1], "feedback": {"score": 1, "comment": "good", "at": at}},
+        ]
+        return parse(doc({**TUTORIAL, "messages": messages}), "a.json")
+
+    assert rated("2026-11-24T10:00:00Z").feedback_key == rated("2026-11-25T09:00:00Z").feedback_key

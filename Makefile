@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install chromium label-studio test demo bench lint
+.PHONY: install system-packages label-studio test demo bench lint
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,24 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Browser tests drive Debian's Chromium: Playwright cannot download browsers here.
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian packages the tests drive: Chromium for the browser tests (Playwright
+# cannot download browsers here) and systemd's tools (systemd-analyze checks
+# the units). Installed only when a command is missing.
+system-packages:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 # Label Studio lives in its own cached virtualenv (its pins never meet ours).
 label-studio: install
 	$(BIN)/python -m tests.support.labelstudio install
 
-test: install chromium label-studio
+test: install system-packages label-studio
 	$(BIN)/python -m pytest
 
 demo: install label-studio

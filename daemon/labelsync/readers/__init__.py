@@ -5,25 +5,36 @@ is offered to each reader in this order; the first whose `matches` says yes
 reads it, and the engine never knows which one ran:
 
     your own fields    when LABELSYNC_MESSAGES_FIELDS/_ROLE_KEYS/_CONTENT_KEYS are set
+    envelopes          a body inside `{"request", "response"}` (logged API calls) or a
+                       batch request line (`custom_id` + `body`/`params`): the body is
+                       read by the reader below that knows it
     chatgpt            ChatGPT data export: `mapping` tree, `current_node`
     claude             Claude.ai data export: `chat_messages`
     openwebui          Open WebUI export: `chat.history.messages`, `currentId`
-    librechat          LibreChat export: `messages` with `children`, `isCreatedByUser`
+    librechat          LibreChat export: `messagesTree` / `messages`, `isCreatedByUser`
     aistudio           Google AI Studio saved prompt: `chunkedPrompt.chunks`
     gemini             Gemini API bodies: `contents` of `parts`
     responses          OpenAI Responses API: `input` / `output` item lists
-    langchain          LangChain message dicts: `{"type", "data"}`
+    assistants         OpenAI Assistants thread messages: `{"object": "list", "data"}`
+    langchain          LangChain message dicts: `{"type", "data"}`, `lc: 1`
     chainlit           Chainlit thread dumps: `steps`
+    rasa               Rasa tracker dumps: `sender_id` + `events`
+    vercel             Vercel AI SDK UI messages: `parts`
     messages           labelsync's contract, the tutorial logger, OpenAI Chat
-                       Completions, Anthropic Messages, Ollama, ShareGPT, LMSYS
+                       Completions and fine-tuning rows, Anthropic Messages, Ollama,
+                       ShareGPT, LMSYS-Chat and WildChat rows
 
-A bare JSON list of messages (no object around it) is read by the family its
-first message belongs to. Message-per-line logs are grouped by the engine
-(labelsync.readers.events tells such a line apart).
+Each reader above `messages` recognises keys the generic family never has (or
+a message list whose first element is of its own shape), so none takes a
+document `messages` should read. A bare JSON list of messages (no object
+around it) is read by the family its messages belong to. Message-per-line
+logs are grouped by the engine (labelsync.readers.events tells such a line
+apart, in the generic shape and in Rasa's, LangChain's and Chainlit's).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,20 +47,31 @@ from labelsync.contract import (
 )
 from labelsync.readers import (
     aistudio,
+    assistants,
     chainlit,
     chatgpt,
     claude,
+    envelopes,
     events,
     gemini,
     langchain,
     librechat,
     messages,
     openwebui,
+    rasa,
     responses,
+    vercel,
 )
-from labelsync.readers.base import Draft, Options, Reader, first_id
+from labelsync.readers.base import Draft, Options, Reader, first_id, obj
+
+
+def _read_body(doc: Mapping[str, Any], options: Options) -> Draft:
+    """The body inside an envelope, read by the reader that knows it."""
+    return _reader_for(doc, options).read(doc, options)
+
 
 READERS: tuple[Reader, ...] = (
+    envelopes.reader(_read_body),
     chatgpt.READER,
     claude.READER,
     openwebui.READER,
@@ -57,17 +79,34 @@ READERS: tuple[Reader, ...] = (
     aistudio.READER,
     gemini.READER,
     responses.READER,
+    assistants.READER,
     langchain.READER,
     chainlit.READER,
+    rasa.READER,
+    vercel.READER,
     messages.READER,
 )
 
-# A bare list of messages: which family, by its first message.
+_SCAN = 16  # a list's family is told by its first messages
+
+
+def _any(recognise: Any) -> Any:
+    return lambda items: any(recognise(obj(item)) for item in items[:_SCAN])
+
+
+def _head(recognise: Any) -> Any:
+    return lambda items: bool(items) and isinstance(items[0], Mapping) and recognise(items[0])
+
+
+# A bare list of messages: which family. Responses input mixes typeless messages with
+# typed items, so any typed item among the first ones tells it.
 _LIST_READERS = (
-    (langchain.is_message, langchain.read_items),
-    (responses.is_item, responses.read_items),
-    (gemini.is_content, gemini.read_items),
-    (chainlit.is_step, chainlit.read_items),
+    (_head(langchain.is_message), langchain.read_items),
+    (_any(responses.is_item), responses.read_items),
+    (_head(assistants.is_message), assistants.read_items),
+    (_head(vercel.is_message), vercel.read_items),
+    (_head(gemini.is_content), gemini.read_items),
+    (_head(chainlit.is_step), chainlit.read_items),
 )
 
 DEFAULT_OPTIONS = Options()
@@ -106,9 +145,8 @@ def read_items(
     """A bare list of messages (no object around it)."""
     if not items:
         raise InvalidConversation("an empty array: nothing to evaluate")
-    head = items[0]
     for recognise, read_list in _LIST_READERS:
-        if isinstance(head, Mapping) and recognise(head):
+        if recognise(items):
             draft = read_list(items, options)
             break
     else:
@@ -122,7 +160,7 @@ def is_message_list(items: list[Any], options: Options = DEFAULT_OPTIONS) -> boo
     head = items[0] if items else None
     if not isinstance(head, Mapping):
         return False
-    if any(recognise(head) for recognise, _ in _LIST_READERS):
+    if any(recognise(items) for recognise, _ in _LIST_READERS):
         return True
     return events.is_event(head, options) and events.conversation_of(head) is None
 
@@ -134,7 +172,9 @@ def _reader_for(doc: Mapping[str, Any], options: Options) -> Reader:
         if reader.matches(doc):
             return reader
     wanted = " or ".join(f'"{k}"' for k in options.messages_fields)
-    keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
+    # Keys are the document's own text: escaped, so the reason stays one line.
+    keys = ", ".join(json.dumps(k, ensure_ascii=False)[1:-1] for k in sorted(map(str, doc))[:8])
+    keys = keys or "none"
     raise InvalidConversation(
         f"no message list: expected a {wanted} array or a known export (top-level keys: {keys})"
     )

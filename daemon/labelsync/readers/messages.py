@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labelsync.contract import CONTRACT, InvalidConversation, Message, json_type
-from labelsync.readers import parts
+from labelsync.readers import blocks, parts
 from labelsync.readers.base import (
     SKIP,
     Draft,
@@ -29,6 +29,7 @@ from labelsync.readers.base import (
     id_or_none,
     need_list,
     obj,
+    string,
     text_or_none,
     time_or_none,
 )
@@ -38,9 +39,13 @@ _CONSUMED = {"model", "timestamp", "ended", "turn_count", "contract", "system", 
 _TIME_KEYS = ("timestamp", "created_at", "createdAt", "create_time", "time", "ts")
 _DEFAULT = Options()
 _DATASETS = {"sharegpt", "lmsys", "wildchat"}  # rows that cannot grow: final
+_ANTHROPIC_BLOCKS = {"tool_use", "tool_result", "thinking", "redacted_thinking", "document"}
 # LLaMA-Factory's ShareGPT rows put media tokens in the text, the files beside it.
-_MEDIA_TOKENS = {"images": ("<image>", "[image]"), "videos": ("<video>", "[video]"),
-                 "audios": ("<audio>", "[audio]")}  # fmt: skip
+_MEDIA_TOKENS = {
+    "images": ("<image>", "[image]"),
+    "videos": ("<video>", "[video]"),
+    "audios": ("<audio>", "[audio]"),
+}
 
 
 def matches(doc: Mapping[str, Any]) -> bool:
@@ -75,7 +80,7 @@ def read(doc: Mapping[str, Any], options: Options) -> Draft:
     draft = Draft(messages=[], shape=shape)
     system = doc.get("system")
     if system is not None and "system" not in options.messages_fields:
-        rendered = parts.render(system, "system")
+        rendered = blocks.render(system, "system")
         if rendered.text.strip():
             draft.messages.append(Message("system", rendered.text))
     context = _Context(options)
@@ -133,7 +138,7 @@ def _messages(item: Any, where: str, context: _Context) -> list[Message]:
         rendered = parts.Rendered()  # an explicit null: nothing was said
     else:
         content = found_content[1] if found_content else None
-        rendered = parts.render(_media_tokens(content, context.tokens), where, context.tools)
+        rendered = blocks.render(_media_tokens(content, context.tokens), where, context.tools)
     context.warnings.extend(rendered.warnings)
     # Attachments and thinking kept beside the content come first, calls after it.
     lead = [parts.image() for _ in array(item.get("images"))]  # Ollama: base64 images
@@ -150,7 +155,7 @@ def _messages(item: Any, where: str, context: _Context) -> list[Message]:
         name = context.tools.result_name(
             item.get("tool_call_id"), item.get("name") or item.get("tool_name")
         )
-        text = parts.tool_result(name, "\n".join(t for _, t in rendered.segments).strip())
+        text = parts.tool_result(name, "\n".join(t for _, t in rendered.segments))
         return [Message("tool", text, timestamp=timestamp, id=message_id)]
     out: list[Message] = []
     model = text_or_none(item.get("model")) or (context.model if role == "assistant" else None)
@@ -160,7 +165,7 @@ def _messages(item: Any, where: str, context: _Context) -> list[Message]:
             Message(
                 part_role,
                 text,
-                feedback=feedback(item.get("feedback")) if own else None,
+                feedback=_feedback(item.get("feedback")) if own else None,
                 model=model if own else None,
                 provider=text_or_none(item.get("provider")) if own else None,
                 timestamp=timestamp,
@@ -227,7 +232,7 @@ def _media_tokens(content: Any, tokens: tuple[tuple[str, str], ...]) -> Any:
     return content
 
 
-def feedback(value: Any) -> dict[str, Any] | None:
+def _feedback(value: Any) -> dict[str, Any] | None:
     """The chat user's thumbs as the contract has them; anything malformed is ignored, not fatal."""
     if not isinstance(value, Mapping) or not value:
         return None
@@ -250,19 +255,20 @@ def _shape(doc: Mapping[str, Any], key: str) -> str:
         return "labelsync"
     if "session_id" in doc or "turn_count" in doc:
         return "tutorial"
-    if "system" in doc or "max_tokens" in doc or "anthropic_version" in doc:
-        return "anthropic"
     if _is_ollama(doc, key):
         return "ollama"
-    return "openai"
+    if any(k in doc for k in ("system", "anthropic_version", "stop_sequences")):
+        return "anthropic"
+    listed = array(doc.get(key))
+    kinds = {string(obj(b).get("type")) for m in listed for b in array(obj(m).get("content"))}
+    return "anthropic" if kinds & _ANTHROPIC_BLOCKS else "openai"
 
 
 def _is_ollama(doc: Mapping[str, Any], key: str) -> bool:
     """Ollama bodies: `think`/`keep_alive`/`options`, base64 `images`, arguments as objects."""
     if any(k in doc for k in ("think", "keep_alive", "options")):
         return True
-    for item in array(doc.get(key)):
-        item = obj(item)
+    for item in map(obj, array(doc.get(key))):
         if any(k in item for k in ("images", "thinking", "tool_name")):
             return True
         for call in array(item.get("tool_calls")):

@@ -122,14 +122,17 @@ def scan(
             continue  # gone, or not readable: the watcher and the next scan see to it
         relative_dir = PurePath(os.path.relpath(directory, root)) if directory != root else None
         for entry in entries:
+            relative = relative_dir / entry.name if relative_dir else PurePath(entry.name)
             try:
                 if entry.is_dir(follow_symlinks=False):
                     if recursive and not entry.name.startswith("."):
                         stack.append(Path(entry.path))
+                    elif wanted(relative, patterns, recursive=recursive):
+                        # Named like a conversation: say why it is not read.
+                        yield Found(Path(entry.path), None, "not a regular file (a directory)")
                     continue
             except OSError:
                 continue
-            relative = relative_dir / entry.name if relative_dir else PurePath(entry.name)
             if not wanted(relative, patterns, recursive=recursive):
                 continue
             found = examine(Path(entry.path), real_root, follow_symlinks_out)

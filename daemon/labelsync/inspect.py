@@ -70,8 +70,10 @@ def _entries(path: Path, options: Options, max_bytes: int) -> Iterator[Entry]:
         if isinstance(value, dict) and events.is_event(value, options):
             thread = events.conversation_of(value) or id_from_file_name(path.name)
             try:
-                grouped.setdefault(thread, []).extend(
-                    events.event_messages(value, f"line {number}", options)
+                events.append(
+                    grouped.setdefault(thread, []),
+                    value,
+                    events.event_messages(value, f"line {number}", options),
                 )
             except InvalidConversation as invalid:
                 yield Entry(f"line {number}", invalid)

@@ -26,8 +26,9 @@ from typing import IO, Any
 import ijson
 
 from labelsync import readers
-from labelsync.contract import Conversation, InvalidConversation
+from labelsync.contract import Conversation, InvalidConversation, Message, id_from_file_name
 from labelsync.files import FileStat, TooLarge, Unreadable, Unsettled, open_regular, read_stable
+from labelsync.readers import events
 from labelsync.readers.base import MAX_DEPTH, Options
 
 _CHUNK = 1 << 16
@@ -109,6 +110,10 @@ def _whole(
             return
         yield Entry("", invalid)
         return
+    if isinstance(value, list) and value and _is_event_list(value, options):
+        doc.many = True
+        yield from _grouped_events(value, name, options)
+        return
     if isinstance(value, list) and value and not readers.is_message_list(value, options):
         doc.many = True
         for index, element in enumerate(value):
@@ -122,6 +127,40 @@ def entry_of(position: str, value: Any, options: Options, name: str | None, *, m
         return Entry(position, read_one(value, options, file_name=name, many=many))
     except InvalidConversation as invalid:
         return Entry(position, invalid)
+
+
+def _is_event_list(items: list[Any], options: Options) -> bool:
+    """An array of message events of several conversations (a messages table exported)."""
+    head = items[0]
+    return (
+        isinstance(head, dict)
+        and events.is_event(head, options)
+        and events.conversation_of(head) is not None
+    )
+
+
+def _grouped_events(items: list[Any], name: str, options: Options) -> Iterator[Entry]:
+    """The events of an array grouped per conversation, in order; a bad element costs itself."""
+    grouped: dict[str, list[Message]] = {}
+    ended: dict[str, bool] = {}
+    for index, item in enumerate(items):
+        if not (isinstance(item, dict) and events.is_event(item, options)):
+            yield Entry(f"[{index}]", InvalidConversation("not a message of a conversation"))
+            continue
+        thread = events.conversation_of(item) or id_from_file_name(name)
+        try:
+            new = events.event_messages(item, f"[{index}]", options)
+        except InvalidConversation as invalid:
+            yield Entry(f"[{index}]", invalid)
+            continue
+        events.append(grouped.setdefault(thread, []), item, new)
+        ended[thread] = events.is_end_marker(item) or item.get("ended") is True
+    for thread, messages in grouped.items():
+        if messages:
+            conversation = Conversation(
+                thread, tuple(messages), "events", ended=ended.get(thread, False), final=True
+            )
+            yield Entry(f"conversation {thread}", conversation)
 
 
 def _json_lines(raw: bytes, options: Options) -> Iterator[Entry]:
@@ -172,6 +211,16 @@ def _stream_array(
                     InvalidConversation(
                         f"one conversation of {doc.stat.size} bytes is over the limit of "
                         f"{max_bytes} (LABELSYNC_MAX_FILE_BYTES)"
+                    ),
+                )
+                return
+            if index == 0 and _is_event_list([element], options):
+                yield Entry(
+                    "",
+                    InvalidConversation(
+                        f"an array of message events of {doc.stat.size} bytes is over the limit "
+                        f"of {max_bytes} (LABELSYNC_MAX_FILE_BYTES): write them as JSON Lines "
+                        "(.jsonl), which labelsync reads line by line"
                     ),
                 )
                 return

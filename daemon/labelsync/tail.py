@@ -239,7 +239,8 @@ def assemble(
             continue
         try:
             if isinstance(value, dict) and events.is_event(value, options):
-                messages.extend(events.event_messages(value, f"line {ref.line_no}", options))
+                lines = events.event_messages(value, f"line {ref.line_no}", options)
+                events.append(messages, value, lines)
                 # A message after an end mark reopens the conversation; an end mark ends it.
                 ended = events.is_end_marker(value) or value.get("ended") is True
                 last = value

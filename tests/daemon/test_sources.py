@@ -120,3 +120,22 @@ def test_a_lone_surrogate_in_json_becomes_a_replacement_character(tmp_path: Path
     assert not isinstance(entry.parsed, InvalidConversation)
     assert entry.parsed.thread_id == "t\ufffd"
     assert entry.parsed.messages[0].content == "a\ufffdb"
+
+
+def test_an_array_of_message_events_is_grouped_per_conversation(tmp_path: Path):
+    path = tmp_path / "messages-table.json"
+    rows = [
+        {"conversation_id": "a", "role": "user", "content": "hi"},
+        {"conversation_id": "b", "role": "user", "content": "yo"},
+        {"conversation_id": "a", "role": "assistant", "content": "hello"},
+        "not an event",
+    ]
+    path.write_text(json.dumps(rows))
+    doc = open_document(path, OPTIONS, 1 << 20)
+    found = {e.position: e.parsed for e in doc.entries}
+    a = found["conversation a"]
+    assert isinstance(a, Conversation) and [m.content for m in a.messages] == ["hi", "hello"]
+    assert isinstance(found["[3]"], InvalidConversation)
+    # Too big to group in memory: it says to write JSON Lines instead.
+    (only,) = entries(path, 64)
+    assert "JSON Lines" in str(only[1])

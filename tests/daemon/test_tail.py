@@ -148,3 +148,25 @@ def test_a_conversation_is_assembled_from_its_lines_even_after_rotation(tmp_path
     conversation, missing = assemble("a", lines, OPTIONS, 1 << 20)
     assert [m.role for m in conversation.messages] == ["assistant"]
     assert missing == [f"{log} line 1"]
+
+
+def test_a_chainlit_step_written_again_replaces_its_first_write(tmp_path: Path):
+    def step(step_id: str, kind: str, output: str) -> str:
+        return json.dumps(
+            {"id": step_id, "threadId": "th", "type": kind, "output": output, "name": "x"}
+        )
+
+    log = tmp_path / "steps.jsonl"
+    log.write_text(
+        "\n".join(
+            [
+                step("s1", "user_message", "What is 2+2?"),
+                step("s2", "assistant_message", "It is"),  # streamed, unfinished
+                step("s2", "assistant_message", "It is 4."),  # the same step, finished
+                "",
+            ]
+        )
+    )
+    batches, _ = read(log, None)
+    conversation, _ = assemble("th", refs(batches), OPTIONS, 1 << 20)
+    assert [m.content for m in conversation.messages] == ["What is 2+2?", "It is 4."]

@@ -104,3 +104,20 @@ def _family(doc: Mapping[str, Any]) -> str | None:
     if chainlit.is_step(doc):
         return "chainlit-step"
     return None
+
+
+def append(conversation: list[Message], doc: Mapping[str, Any], new: list[Message]) -> None:
+    """Add a line's messages to a conversation. A Chainlit step written again (streamed,
+    then finished) replaces its earlier write where it stood; other families' ids are not
+    trusted to be unique, so their lines are only ever added."""
+    replaces = _family(doc) == "chainlit-step"
+    for message in new:
+        if replaces and message.id is not None:
+            for index, known in enumerate(conversation):
+                if known.id == message.id:
+                    conversation[index] = message
+                    break
+            else:
+                conversation.append(message)
+        else:
+            conversation.append(message)

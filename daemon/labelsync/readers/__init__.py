@@ -62,7 +62,7 @@ from labelsync.readers import (
     responses,
     vercel,
 )
-from labelsync.readers.base import Draft, Options, Reader, first_id, obj
+from labelsync.readers.base import Draft, Options, Reader, first, first_id, obj
 
 
 def _read_body(doc: Mapping[str, Any], options: Options) -> Draft:
@@ -131,7 +131,10 @@ def read(
         return read_items(doc, options, file_name=file_name, many=many)
     if not isinstance(doc, Mapping):
         raise InvalidConversation(f"a JSON {json_type(doc)}, expected an object or an array")
-    draft = _reader_for(doc, options).read(doc, options)
+    reader = _reader_for(doc, options)
+    draft = reader.read(doc, options)
+    if reader is messages.READER and options.custom_fields and first(doc, options.messages_fields):
+        draft.shape = "your fields"  # LABELSYNC_MESSAGES_FIELDS and friends
     return _finish(draft, doc, options, file_name, many)
 
 

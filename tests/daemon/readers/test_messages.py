@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from labelsync import readers
 from labelsync.contract import InvalidConversation
@@ -259,3 +261,30 @@ def test_feedback_given_again_with_a_new_time_is_not_a_change():
         return parse(doc({**TUTORIAL, "messages": messages}), "a.json")
 
     assert rated("2026-11-24T10:00:00Z").feedback_key == rated("2026-11-25T09:00:00Z").feedback_key
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["role", "content", "model", "feedback", "id", "timestamp", "provider", "name"]
+        ),
+        st.one_of(
+            st.sampled_from(["user", "assistant", "system", "Human", "gpt", "", " x "]),
+            st.text(max_size=20),
+            st.none(),
+            st.integers(),
+            st.dictionaries(st.sampled_from(["score", "comment", "at"]), st.integers() | st.text()),
+        ),
+    )
+)
+def test_the_fast_path_for_plain_messages_reads_exactly_as_the_full_path(item):
+    from labelsync.readers import messages as family
+
+    def read(fast: bool):
+        context = family._Context(Options())
+        try:
+            return family._messages(item, "messages[0]", context, fast=fast), context.warnings
+        except InvalidConversation as invalid:
+            return invalid.reason, []
+
+    assert read(fast=True) == read(fast=False)

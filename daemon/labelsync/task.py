@@ -1,10 +1,22 @@
-"""The shape of a Label Studio task made from one version of a conversation."""
+"""The shape of a Label Studio task made from one version of a conversation.
+
+`data` keys come in the order the Data Manager shows them as columns
+(conversation, version, latest, turns, messages, model, feedback, time), then
+the dialogue and labelsync's bookkeeping, which the project's view hides.
+Each message of `data.chat` keeps `role` and `content` (what an export
+reads) and carries what the evaluation template shows: its `index`, its
+`html` (labelsync.render), the chat user's `feedback` on it, and
+`as_user`/`as_assistant`, one-item lists that make the template create the
+controls that fit the message's role and none of the others.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labelsync import render
 from labelsync.contract import Conversation
 
 
@@ -18,9 +30,18 @@ class TaskDraft:
     data: dict[str, Any]
     meta: dict[str, Any]
 
-    def numbered(self, version: int) -> dict[str, Any]:
+    def numbered(self, version: int, previous: Sequence[tuple[int, str]] = ()) -> dict[str, Any]:
+        """previous: (version, sync key) of every earlier version, so a rebuilt state
+        knows versions that were retired (deleted) from the project."""
         thread_id = self.data["thread_id"]
-        data = {**self.data, "version": version, "session_id": f"{thread_id}_v{version}"}
+        data = {
+            "thread_id": thread_id,
+            "version": version,
+            **self.data,
+            "session_id": f"{thread_id}_v{version}",
+        }
+        if previous:
+            data["previous"] = [[v, key] for v, key in previous]
         return {"data": data, "meta": self.meta}
 
 
@@ -31,21 +52,17 @@ def draft_task(conversation: Conversation, source_file: str) -> TaskDraft:
     `data.<key>` but answers 500 to a filter on `meta`: it is how an import of
     unknown outcome is looked up.
     """
-    chat = []
-    for m in conversation.messages:
-        item: dict[str, Any] = {"role": m.role, "content": m.content}
-        if m.model:
-            item["model"] = m.model
-        chat.append(item)
     data: dict[str, Any] = {
-        "chat": chat,
         "thread_id": conversation.thread_id,
-        "model": conversation.model or _last_model(conversation) or "",
+        "latest": True,
         "turn_count": conversation.user_turns,
+        "message_count": len(conversation.messages),
+        "model": conversation.model or _last_model(conversation) or "",
+        "feedback": feedback_summary(conversation),
         "timestamp": conversation.timestamp or "",
+        "chat": chat(conversation),
         "source_file": source_file,
         "sync_key": conversation.sync_key,
-        "feedback": feedback_summary(conversation),
     }
     meta: dict[str, Any] = {"labelsync": {"shape": conversation.shape, "ended": conversation.ended}}
     if conversation.title:
@@ -62,19 +79,48 @@ def build_task(conversation: Conversation, version: int, source_file: str) -> di
     return draft_task(conversation, source_file).numbered(version)
 
 
+def chat(conversation: Conversation) -> list[dict[str, Any]]:
+    items = []
+    for index, m in enumerate(conversation.messages):
+        item: dict[str, Any] = {"role": m.role, "content": m.content, "index": index}
+        if m.model:
+            item["model"] = m.model
+        if m.feedback:
+            item["feedback"] = dict(m.feedback)
+        item["html"] = render.message(index, m.role, m.content, m.model, m.feedback)
+        item["as_user"] = [index] if m.role == "user" else []
+        item["as_assistant"] = [index] if m.role == "assistant" else []
+        items.append(item)
+    return items
+
+
+def feedback_update(conversation: Conversation) -> dict[str, Any]:
+    """The data fields that change when only the chat user's feedback changed."""
+    return {"feedback": feedback_summary(conversation), "chat": chat(conversation)}
+
+
 def feedback_summary(conversation: Conversation) -> str:
-    """The chat user's own thumbs and comments, as one readable line per message."""
-    lines = []
-    for index, message in enumerate(conversation.messages, start=1):
-        fb = message.feedback
-        if not fb:
-            continue
-        score = fb.get("score")
-        verdict = {1: "thumbs up", 0: "thumbs down"}.get(score, f"score {score}")  # type: ignore[arg-type]
-        comment = fb.get("comment")
-        line = f"message {index} ({message.role}): {verdict}"
-        lines.append(f"{line}: {comment}" if comment else line)
-    return "\n".join(lines) if lines else "no feedback from the chat user"
+    """One short line for the Data Manager and the page header: where the thumbs are."""
+    downs, ups, other = [], [], []
+    for index, m in enumerate(conversation.messages):
+        if m.feedback:
+            kind = render.verdict_of(m.feedback)[1]
+            {"down": downs, "up": ups}.get(kind, other).append(f"#{index}")
+    parts = [
+        f"{label} {' '.join(where)}"
+        for label, where in (("down", downs), ("up", ups), ("comment", other))
+        if where
+    ]
+    return ", ".join(parts) if parts else "none"
+
+
+def feedback_of(conversation: Conversation) -> list[dict[str, Any]]:
+    """Every message's feedback with where it is: what the export carries."""
+    return [
+        {"index": i, "role": m.role, **dict(m.feedback)}
+        for i, m in enumerate(conversation.messages)
+        if isinstance(m.feedback, Mapping) and m.feedback
+    ]
 
 
 def _last_model(conversation: Conversation) -> str | None:

@@ -4,15 +4,14 @@ Label Studio accepts any config that parses, so only the labeling page shows whe
 template works: `<Chat>` (enterprise.xml) is accepted by Community 1.23.2 and then fails
 to render there, which is why community.xml exists. These tests create the projects the
 way a user does (`labelsync init-project`, `labelsync backfill`), log in through the login
-page, annotate in headless Chromium and read the annotation back through the API.
+page, annotate in headless Chromium with the mouse only and read the annotation back
+through the API.
 
 What Label Studio 1.23.2 needs, found by driving it (the selectors below rely on it):
-- a message becomes a region through its "Label whole utterance" button (enabled once a
-  label is picked); clicking the message text does not label it, and Paragraphs has no
-  `granularity`, so a text selection labels only the selected characters;
-- the per-message controls (`visibleWhen="region-selected" whenLabelValue=...`) show once
-  the region is selected, by clicking its highlighted text;
-- a label picked while a region is selected relabels that region: Esc unselects it first.
+- each message is a row (`.ls-item`) of the <Repeater>: the message rendered by labelsync
+  (`.ls-msg[data-index=N]`) and its controls (`.ls-ctl`);
+- a Rating is an `ul.ant-rate` of `role=radio` stars; a Choice is a `role=radio` whose
+  name may end in an automatic hotkey hint ("Too formal[0]").
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import httpx
 import pytest
 
 from tests.daemon.conftest import project_tasks
-from tests.support.corpus import write_corpus
+from tests.support.corpus import rich_conversation, write_atomic, write_corpus
 
 pytestmark = [pytest.mark.browser, pytest.mark.labelstudio]
 
@@ -70,7 +69,7 @@ def _labelsync(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
 
 
 def synced_project(
-    label_studio: Any, tmp_path: Path, template: str, conversations: int
+    label_studio: Any, tmp_path: Path, template: str, conversations: int, rich: bool = False
 ) -> tuple[int, list[dict[str, Any]]]:
     """`labelsync init-project --template ...` then `labelsync backfill`: the project id
     and its tasks (oldest first), read straight from Label Studio."""
@@ -83,13 +82,15 @@ def synced_project(
     project_id = int(created.stdout.strip())
     root = tmp_path / "conversations"
     write_corpus(root, conversations, prefix=template)
+    if rich:
+        write_atomic(root / "conversation_reset-token.json", rich_conversation())
     synced = _labelsync(
         ["backfill", str(root)], {**env, "LABEL_STUDIO_PROJECT_ID": str(project_id)}
     )
     assert synced.returncode == 0, synced.stdout + synced.stderr
     project = SimpleNamespace(url=label_studio.url, token=label_studio.legacy_token, id=project_id)
     tasks = sorted(project_tasks(project), key=lambda task: task["id"])
-    assert len(tasks) == conversations
+    assert len(tasks) == conversations + rich
     return project_id, tasks
 
 
@@ -123,112 +124,85 @@ def open_task(page: Any, url: str, project_id: int, task_id: int) -> None:
     page.goto(f"{url}/projects/{project_id}/data?task={task_id}", timeout=LOAD_MS)
 
 
-def stars(page: Any, header: str, count: int) -> Any:
-    """The `count`-th star of the Rating placed right after the Header `header`."""
-    return page.locator(
-        f"xpath=//*[normalize-space()='{header}']/following-sibling::div[1]"
-        f"//ul[contains(@class, 'ant-rate')]//*[@role='radio'][@aria-posinset='{count}']"
-    )
+def row(page: Any, index: int) -> Any:
+    """Message `index` and its controls."""
+    return page.locator(".ls-item").filter(has=page.locator(f'.ls-msg[data-index="{index}"]'))
 
 
-def textarea_after(page: Any, header: str) -> Any:
-    return page.locator(
-        f"xpath=//*[normalize-space()='{header}']/following-sibling::*[1]//textarea"
-    )
+def star(container: Any, nth_rating: int, value: int) -> Any:
+    rating = container.locator("ul.ant-rate").nth(nth_rating)
+    return rating.locator(f'[role="radio"][aria-posinset="{value}"]')
 
 
-def unselect_labels(page: Any) -> None:
-    """Leave no label armed: the next one picked must start a region of its own."""
-    from playwright.sync_api import expect
-
-    for armed in page.locator(".lsf-labels .lsf-label.lsf-label_selected").all():
-        armed.click()
-    expect(page.locator(".lsf-labels .lsf-label.lsf-label_selected")).to_have_count(0)
+def radio(container: Any, label: str) -> Any:
+    return container.get_by_role("radio", name=re.compile(rf"^{re.escape(label)}"))
 
 
-def mark_message(page: Any, index: int, label: str) -> Any:
-    """Label the whole message `index` with `label`, then select the new region.
-    Returns the message's element."""
-    from playwright.sync_api import expect
-
-    label_button = page.locator(".lsf-labels .lsf-label").filter(
-        has=page.locator(".lsf-label__text", has_text=re.compile(f"^{re.escape(label)}$"))
-    )
-    label_button.click()
-    expect(label_button).to_have_class(re.compile(r"\blsf-label_selected\b"))
-    message = page.locator(f'[data-testid="phrase:{index}"]')
-    whole = message.get_by_role("button", name="Label whole utterance", exact=True)
-    expect(whole).to_be_enabled()
-    whole.click()
-    highlight = message.locator(".htx-highlight").first
-    expect(highlight).to_be_visible()
-    highlight.click()  # select the region: its per-message controls show
-    return message
+def on_screen(page: Any, locator: Any) -> bool:
+    box = locator.bounding_box()
+    return bool(box) and box["y"] >= 0 and box["y"] + 20 <= page.viewport_size["height"]
 
 
 # -- the tests ----------------------------------------------------------------------------
-def test_community_template_evaluates_a_conversation_and_its_messages(label_studio, page, tmp_path):
+def test_community_template_reads_well_and_rates_in_one_click_per_judgment(
+    label_studio, page, tmp_path
+):
     from playwright.sync_api import expect
 
-    project_id, tasks = synced_project(label_studio, tmp_path, "community", conversations=2)
-    task = tasks[0]
+    project_id, tasks = synced_project(
+        label_studio, tmp_path, "community", conversations=1, rich=True
+    )
+    task = next(t for t in tasks if t["data"]["thread_id"] == "reset-token")
     chat = task["data"]["chat"]
-    user_at = next(i for i, m in enumerate(chat) if m["role"] == "user")
-    assistant_at = next(i for i, m in enumerate(chat) if m["role"] == "assistant")
-
     open_task(page, label_studio.url, project_id, task["id"])
-
-    # The dialogue renders, message by message, in order.
-    expect(page.locator('[data-testid="phrase:0"]')).to_be_visible(timeout=LOAD_MS)
-    for i, message in enumerate(chat):
-        shown = page.locator(f'[data-testid="phrase:{i}"]')
-        expect(shown).to_contain_text(message["content"])
-        expect(shown).to_contain_text(message["role"])
-    expect(page.get_by_text(f"Conversation {task['data']['thread_id']}, version 1")).to_be_visible()
-    # ... and the config is not rejected by this edition.
+    expect(page.locator(".ls-msg")).to_have_count(len(chat), timeout=LOAD_MS)
     expect(page.get_by_text("ConfigurationError")).to_have_count(0)
     expect(page.get_by_text("Not expecting tag")).to_have_count(0)
-    assert not [e for e in page.console_errors if "ConfigurationError" in e], page.console_errors
-
-    # The conversation as a whole.
-    conversation_rating = stars(page, "Overall quality of this conversation", 5)
-    conversation_rating.click()
-    expect(conversation_rating).to_have_attribute("aria-checked", "true")
-    page.get_by_role("radio", name=re.compile(r"^Partly")).check()
-    textarea_after(page, "Comment on the conversation (optional)").fill("Polite and on topic.")
-
-    # Nothing per message shows before a message is selected.
-    expect(page.get_by_text("What is the user doing?", exact=True)).to_be_hidden()
-    expect(page.get_by_text("Clarity", exact=True)).to_be_hidden()
-
-    # A user message: classified, and only the user controls show.
-    mark_message(page, user_at, "User message")
-    expect(page.get_by_text("What is the user doing?", exact=True)).to_be_visible()
-    expect(page.get_by_text("Clarity", exact=True)).to_be_hidden()
-    page.get_by_role("radio", name=re.compile(r"^Question")).check()
-    # Done with it, as the template says: Esc unselects it (a label picked while it is
-    # selected would relabel it instead of starting a new region).
-    page.keyboard.press("Escape")
-    expect(page.get_by_text("What is the user doing?", exact=True)).to_be_hidden()
-    unselect_labels(page)
-
-    # An assistant message: rated, and only the assistant controls show.
-    mark_message(page, assistant_at, "Assistant message")
-    expect(page.get_by_text("Clarity", exact=True)).to_be_visible()
-    expect(page.get_by_text("What is the user doing?", exact=True)).to_be_hidden()
-    clarity = stars(page, "Clarity", 4)
-    clarity.click()
-    expect(clarity).to_have_attribute("aria-checked", "true")
-    accuracy = stars(page, "Accuracy", 3)
-    accuracy.click()
-    expect(accuracy).to_have_attribute("aria-checked", "true")
-    page.get_by_role("checkbox", name=re.compile(r"^Too formal")).check()
-    textarea_after(page, "Comment on this message (optional)").fill("Correct, a bit stiff.")
-    expect(conversation_rating).to_have_attribute("aria-checked", "true")  # still there
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.locator('[data-testid="phrase:0"]').scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / "labeling.png"))
+    page.screenshot(path=str(ARTIFACTS / "labeling-top.png"))
+
+    # A dialogue people can read: the code block keeps its lines and indentation, the
+    # table is a table, lists are lists, and each message says who wrote it.
+    code = row(page, 2).locator("pre code")
+    assert code.inner_text().splitlines()[3:5] == [
+        "def reset_token(user_id: int) -> str:",
+        '    """A token the user gets by e-mail."""',
+    ]
+    expect(row(page, 4).locator("table tr")).to_have_count(4)
+    expect(row(page, 6).locator(".ls-msg__body ol li")).to_have_count(4)
+    expect(row(page, 6).locator(".ls-msg__body ul li")).to_have_count(2)
+    expect(row(page, 2).locator(".ls-msg__head")).to_contain_text("llama3.2:latest")
+    # The chat user's thumbs are on the message they are about.
+    expect(row(page, 6).locator(".ls-fb--down")).to_contain_text("there is no Settings > Tokens")
+    expect(row(page, 8).locator(".ls-fb--up")).to_contain_text("thumbs up")
+    expect(row(page, 2).locator(".ls-fb")).to_have_count(0)
+
+    # Controls fit the role: a user message can never get ratings, nor a reply a class.
+    for m in chat:
+        controls = row(page, m["index"])
+        if m["role"] == "user":
+            expect(controls.locator("ul.ant-rate")).to_have_count(0)
+            expect(radio(controls, "Question")).to_have_count(1)
+        elif m["role"] == "assistant":
+            expect(controls.locator("ul.ant-rate")).to_have_count(2)
+            expect(radio(controls, "Question")).to_have_count(0)
+        else:
+            expect(controls.locator(".ls-ctl ul.ant-rate, .ls-ctl [role=radio]")).to_have_count(0)
+
+    # One click per judgment, with the mouse only.
+    conversation = page.locator(".ls-conv")
+    star(conversation, 0, 4).click()
+    radio(conversation, "Partly").click()
+    reply = row(page, 6)
+    reply.scroll_into_view_if_needed()
+    star(reply, 0, 4).click()  # clarity
+    star(reply, 1, 2).click()  # accuracy
+    radio(reply, "Appropriate").click()
+    radio(row(page, 7), "Complaint").click()
+    expect(star(reply, 0, 4)).to_have_attribute("aria-checked", "true")
+    expect(star(reply, 1, 2)).to_have_attribute("aria-checked", "true")
+    assert on_screen(page, conversation.locator("ul.ant-rate")), "the overall rating scrolled away"
+    page.screenshot(path=str(ARTIFACTS / "labeling-rated.png"))
 
     with page.expect_response(
         lambda r: r.request.method == "POST" and f"/api/tasks/{task['id']}/annotations" in r.url,
@@ -237,7 +211,6 @@ def test_community_template_evaluates_a_conversation_and_its_messages(label_stud
         page.get_by_test_id("bottombar-submit-button").click()
     assert posted.value.status == 201, posted.value.text()
 
-    # What Label Studio stored, read through the API.
     response = httpx.get(
         f"{label_studio.url}/api/tasks/{task['id']}/annotations/",
         headers={"Authorization": f"Token {label_studio.legacy_token}"},
@@ -245,37 +218,18 @@ def test_community_template_evaluates_a_conversation_and_its_messages(label_stud
     )
     response.raise_for_status()
     (annotation,) = response.json()
-    result = annotation["result"]
-    by_name: dict[str, list[dict[str, Any]]] = {}
-    for item in result:
-        by_name.setdefault(item["from_name"], []).append(item)
-
-    (rating,) = by_name["rating"]
-    assert (rating["type"], rating["to_name"], rating["value"]["rating"]) == ("rating", "chat", 5)
-    assert by_name["answered"][0]["value"]["choices"] == ["Partly"]
-    assert by_name["conversation_comment"][0]["value"]["text"] == ["Polite and on topic."]
-
-    regions = {item["value"]["paragraphlabels"][0]: item for item in by_name["message"]}
-    assert set(regions) == {"User message", "Assistant message"}
-    assistant = regions["Assistant message"]
-    assert assistant["type"] == "paragraphlabels"
-    assert assistant["value"]["start"] == assistant["value"]["end"] == str(assistant_at)
-    assert assistant["value"]["text"] == chat[assistant_at]["content"]  # the whole message
-    user = regions["User message"]
-    assert user["value"]["start"] == str(user_at)
-    assert user["value"]["text"] == chat[user_at]["content"]
-
-    def of_region(name: str, region: dict[str, Any]) -> dict[str, Any]:
-        (item,) = [i for i in by_name[name] if i["id"] == region["id"]]
-        return item["value"]
-
-    assert of_region("clarity", assistant)["rating"] == 4
-    assert by_name["clarity"][0]["type"] == "rating"
-    assert of_region("accuracy", assistant)["rating"] == 3
-    assert of_region("tone", assistant)["choices"] == ["Too formal"]
-    assert of_region("message_comment", assistant)["text"] == ["Correct, a bit stiff."]
-    assert of_region("user_intent", user)["choices"] == ["Question"]
-    assert rating["id"] not in {assistant["id"], user["id"]}  # the conversation's, not a message's
+    results = {item["from_name"]: item for item in annotation["result"]}
+    # Every per-message judgment names its message by index, and says which judgment it is.
+    assert (results["rating"]["to_name"], results["rating"]["value"]["rating"]) == ("chat", 4)
+    assert results["answered"]["value"]["choices"] == ["Partly"]
+    assert (results["clarity_6"]["to_name"], results["clarity_6"]["value"]["rating"]) == (
+        "msg_6",
+        4,
+    )
+    assert results["accuracy_6"]["value"]["rating"] == 2
+    assert results["tone_6"]["value"]["choices"] == ["Appropriate"]
+    assert results["intent_7"]["value"]["choices"] == ["Complaint"]
+    assert not {name for name in results if name.endswith(("_7", "_1", "_3", "_5"))} - {"intent_7"}
 
 
 def test_enterprise_template_does_not_render_in_community(label_studio, page, tmp_path):

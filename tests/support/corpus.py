@@ -84,3 +84,55 @@ def write_corpus(directory: Path, count: int, seed: int = 7, prefix: str = "conv
         write_atomic(path, conversation(thread, rng.randint(2, 6), rng, shape))
         paths.append(path)
     return paths
+
+
+def rich_conversation(thread: str = "reset-token") -> dict[str, Any]:
+    """A conversation as chat replies really are: markdown code, a table, lists, a system
+    prompt, a tool call, and the chat user's thumbs on two replies (demo and browser tests)."""
+    code = (
+        "Here is a helper:\n\n```python\nimport secrets\n\n\n"
+        "def reset_token(user_id: int) -> str:\n"
+        '    """A token the user gets by e-mail."""\n'
+        "    return f\"{user_id}-{secrets.token_urlsafe(16)}\"\n```\n\n"
+        "Call it when the user asks for a reset."
+    )
+    table = (
+        "The options:\n\n| option | meaning |\n|---|---|\n"
+        "| `--ttl` | how long a token lives |\n| `--once` | the token works once |\n"
+        "| `--notify` | e-mail the user |"
+    )
+    steps = (
+        "To roll it out:\n\n1. Deploy the helper.\n2. Add the `--ttl` flag.\n"
+        "3. Open **Settings > Tokens** and enable resets.\n4. Tell support.\n\n"
+        "Watch for:\n\n- expired tokens\n- tokens used twice"
+    )
+    messages = [
+        {"role": "system", "content": "You are the support assistant of a web shop."},
+        {"role": "user", "content": "How do I let users reset their password with a token?"},
+        {"role": "assistant", "content": code, "model": "llama3.2:latest"},
+        {"role": "user", "content": "Which options does the command take?"},
+        {"role": "assistant", "content": table, "model": "llama3.2:latest"},
+        {"role": "user", "content": "And how do I roll it out?"},
+        {
+            "role": "assistant",
+            "content": steps,
+            "model": "llama3.2:latest",
+            "feedback": {"score": 0, "comment": "there is no Settings > Tokens menu"},
+        },
+        {"role": "user", "content": "That menu does not exist. Please check again."},
+        {
+            "role": "assistant",
+            "content": "You are right, sorry: it is **Admin > Security > Password resets**.",
+            "model": "llama3.2:latest",
+            "feedback": {"score": 1},
+        },
+    ]
+    return {
+        "contract": "labelsync/1",
+        "thread_id": thread,
+        "model": "llama3.2:latest",
+        "provider": "ollama",
+        "timestamp": "2026-11-24T10:00:00Z",
+        "messages": messages,
+        "ended": True,
+    }

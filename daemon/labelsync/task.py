@@ -83,6 +83,8 @@ def chat(conversation: Conversation) -> list[dict[str, Any]]:
     items = []
     for index, m in enumerate(conversation.messages):
         item: dict[str, Any] = {"role": m.role, "content": m.content, "index": index}
+        if m.id:
+            item["id"] = m.id  # the source's message id, for joining ratings back
         if m.model:
             item["model"] = m.model
         if m.feedback:

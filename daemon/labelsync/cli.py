@@ -183,13 +183,16 @@ def _engine(
 
     settings.require("label_studio_api_key", "label_studio_project_id")
     assert settings.label_studio_project_id is not None
+    beat = heartbeat or (lambda: None)
     ls = LabelStudio(
         settings.label_studio_url,
         settings.api_key,
         settings.label_studio_project_id,
         settings.timeout_seconds,
+        import_timeout_s=settings.import_timeout_seconds,
+        stop=stop,
+        heartbeat=beat,
     )
-    beat = heartbeat or (lambda: None)
     delivery = Delivery(
         ls,
         stop,

@@ -198,6 +198,7 @@ def _engine(
         stop,
         policy or RetryPolicy(attempts=settings.retry_attempts),
         heartbeat=beat,
+        max_request_bytes=settings.max_request_bytes,
     )
     if check:  # a wrong key or project is one clear line before anything else happens
         delivery.call(ls.project_title)

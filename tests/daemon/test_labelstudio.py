@@ -59,7 +59,11 @@ def trickled(request: Request) -> Answer:
 
 
 def tasks(n: int) -> list[dict[str, object]]:
-    return [{"data": {"sync_key": f"k{i}", "thread_id": f"t{i}", "version": 1}} for i in range(n)]
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    return [
+        {"data": {"sync_key": f"k{i}", "thread_id": f"t{i}", "version": 1, "chat": chat}}
+        for i in range(n)
+    ]
 
 
 # -- deadlines and stops --------------------------------------------------------------------

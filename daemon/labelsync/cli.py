@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -248,18 +249,22 @@ def _engine(
 
     settings.require("label_studio_api_key", "label_studio_project_id")
     assert settings.label_studio_project_id is not None
+    beat = heartbeat or (lambda: None)
     ls = LabelStudio(
         settings.label_studio_url,
         settings.api_key,
         settings.label_studio_project_id,
         settings.timeout_seconds,
+        import_timeout_s=settings.import_timeout_seconds,
+        stop=stop,
+        heartbeat=beat,
     )
-    beat = heartbeat or (lambda: None)
     delivery = Delivery(
         ls,
         stop,
         policy or RetryPolicy(attempts=settings.retry_attempts),
         heartbeat=beat,
+        max_request_bytes=settings.max_request_bytes,
     )
     if check:  # a wrong key or project is one clear line before anything else happens
         delivery.call(ls.project_title)
@@ -281,17 +286,48 @@ def _engine(
 
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT only set the stop event; every wait in labelsync watches it."""
+    """SIGTERM and SIGINT set the stop event; every wait in labelsync watches it.
 
-    def handle(signum: int, frame: Any) -> None:
-        stop.set()
+    Not from a Python signal handler: it runs between two bytecodes of the main
+    thread, possibly inside `stop.set()` or `stop.wait()` while they hold the
+    event's lock, and setting the event there deadlocks (a SIGINT and a SIGTERM
+    within a millisecond did). Python's C-level handler writes the signal's
+    number to a socket (`signal.set_wakeup_fd`), which is safe anywhere; a
+    thread reads it and sets the event. The Python-level handler does nothing.
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    Once a signal has asked for the stop, later ones are ignored for good: the
+    second of a SIGINT+SIGTERM pair may arrive after this block has ended, and
+    the default action would kill the process during its last steps.
+    """
+    wanted = {int(signal.SIGTERM), int(signal.SIGINT)}
+    signalled = threading.Event()
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)  # set_wakeup_fd's requirement: a full buffer drops, never blocks
+
+    def relay() -> None:
+        while data := reader.recv(64):  # b"" once `writer` is closed: done
+            if wanted.intersection(data):
+                signalled.set()
+                stop.set()
+
+    thread = threading.Thread(target=relay, name="labelsync-signals", daemon=True)
+    thread.start()
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
+        writer.close()
+        thread.join(5)
+        reader.close()
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            killing = handler in (signal.SIG_DFL, signal.default_int_handler)
+            signal.signal(sig, signal.SIG_IGN if killing and signalled.is_set() else handler)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """The Python-level handler: the wake-up socket already told the relay thread."""
 
 
 # -- run -----------------------------------------------------------------------------------

@@ -1,12 +1,56 @@
-"""Log lines for people (journald) or for shippers (`--log-format json`): one event a line."""
+"""Log lines for people (journald) or for shippers (`--log-format json`): one event a line.
+
+Messages carry file names and server text, which may hold a newline, a carriage
+return or another line break: written as they are, they would start a line
+that looks like another event (`quarantined x.json\nINFO sent ...`). Every
+message is written with those characters escaped, in both formats.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
+
+# Whatever a terminal, journald or `str.splitlines` would take for the end of a
+# line, and the other control characters (an escape sequence can rewrite a line).
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape(text: str) -> str:
+    """One line, whatever the text: control characters as \\n, \\r, \\x1b, \\u2028."""
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    named = {"\n": "\\n", "\r": "\\r"}
+    if char in named:
+        return named[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class OneLineFilter(logging.Filter):
+    """Escape each record's message once, before any formatter (Rich's too) sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Escaping is idempotent (its output has no control characters left), so a
+        # record seen by two handlers is fine.
+        record.msg = escape(record.getMessage())
+        record.args = None
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """`LEVEL message`; a traceback's lines are indented under it, so none of them
+    can pass for an event of its own."""
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(f"  | {escape(line)}" for line in super().formatException(ei).splitlines())
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,15 +64,21 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # json.dumps escapes \n and the other C0 characters, not U+2028/U+2029 or
+        # C1 controls (ensure_ascii=False keeps text readable): those are escaped here.
+        return _UNSAFE.sub(
+            lambda m: f"\\u{ord(m.group()):04x}", json.dumps(entry, ensure_ascii=False)
+        )
 
 
 def setup(level: str = "info", fmt: str = "text", handler: logging.Handler | None = None) -> None:
     handler = handler or logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
-    elif type(handler) is logging.StreamHandler:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    else:
+        handler.addFilter(OneLineFilter())
+        if type(handler) is logging.StreamHandler:
+            handler.setFormatter(TextFormatter("%(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -87,12 +87,16 @@ class Metrics:
         ).inc()
 
     def serve(self, addr: str = "127.0.0.1:9464") -> MetricsServer:
-        """Serve ``/metrics`` on ``host:port`` (``[v6]:port`` for IPv6) in a daemon thread."""
-        host, port = parse_addr(addr)
+        """Serve ``/metrics`` on ``host:port`` (``[v6]:port`` for IPv6, a bare port on
+        loopback) in a daemon thread."""
         try:
+            host, port = parse_addr(addr)
             server, thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            raise MetricsError(f"cannot serve metrics on {addr}: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise MetricsError(str(exc)) from None
+        except OSError as exc:  # taken, not ours to bind, or a host name that does not resolve
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise MetricsError(f"cannot serve metrics on {addr}: {reason}") from None
         bound_host, bound_port = server.server_address[:2]
         log.info("metrics on http://%s/metrics", _join(str(bound_host), int(bound_port)))
         return MetricsServer(server, thread, str(bound_host), int(bound_port))
@@ -115,17 +119,32 @@ class MetricsServer:
         self._thread.join(5)
 
 
+# A bare port (9464 or :9464) is served on loopback: the endpoint has no
+# authentication, so listening on every interface must be asked for (0.0.0.0:9464).
+_DEFAULT_HOST = "127.0.0.1"
+
+
 def parse_addr(addr: str) -> tuple[str, int]:
-    """Split ``host:port`` / ``[v6]:port``; raise ValueError with a readable reason."""
+    """Split ``host:port`` / ``[v6]:port`` / ``port``; raise ValueError with a readable reason."""
+    addr = addr.strip()
     host, sep, port_text = addr.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"metrics address {addr!r} must be host:port, e.g. 127.0.0.1:9464")
+    if not sep:
+        host, port_text = _DEFAULT_HOST, addr
+    elif not host:
+        host = _DEFAULT_HOST
+    if host.count(":") and not host.startswith("["):
+        raise ValueError(f"metrics address {addr!r}: write an IPv6 address as [v6]:port")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         ipaddress.IPv6Address(host)  # raises ValueError naming the bad address
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"metrics port in {addr!r} must be a number from 0 to 65535")
     return host, int(port_text)
+
+
+def normalise_addr(addr: str) -> str:
+    """The address as it will be bound (``9464`` -> ``127.0.0.1:9464``), or ValueError."""
+    return _join(*parse_addr(addr))
 
 
 def _join(host: str, port: int) -> str:

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -39,6 +40,9 @@ from labelsync.readers.base import (
 )
 
 CREDENTIAL_NAME = "label-studio-api-key"
+# delivery.DEFAULT_MAX_REQUEST_BYTES (not imported: `status` and `validate` need
+# no HTTP stack); why this size is said there.
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -88,6 +92,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(1000, ge=1, le=10_000)
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     timeout_seconds: float = Field(30.0, gt=0)
+    import_timeout_seconds: float = Field(120.0, gt=0)
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024)
     retry_attempts: int = Field(8, ge=1)
 
     # Watch mode (`labelsync run`).
@@ -152,7 +158,30 @@ class Settings(BaseSettings):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        if "@" in parts.netloc:
+            # It would be printed and stored with the URL, and Label Studio
+            # authenticates by the API key anyway: refused, never shown.
+            raise ValueError(
+                "must not contain a user name or password (user:password@); "
+                "Label Studio authenticates with LABEL_STUDIO_API_KEY"
+            )
+        if not parts.hostname:
+            raise ValueError("has no host name")
         return value.rstrip("/")
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _metrics_addr(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from labelsync.metrics import normalise_addr  # only when metrics are asked for
+
+        return normalise_addr(value)
 
     @classmethod
     def settings_customise_sources(
@@ -261,4 +290,16 @@ def _problem(error: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if field == "label_studio_api_key":
         return f"{name}: {message}"
-    return f"{name}: {message} (got {error.get('input')!r})"
+    shown = error.get("input")
+    if field == "label_studio_url" and isinstance(shown, str):
+        shown = _without_userinfo(shown)
+    return f"{name}: {message} (got {shown!r})"
+
+
+def _without_userinfo(url: str) -> str:
+    """A URL fit for an error message: a user name or password never is."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}" if sep else url.partition("@")[2] or url

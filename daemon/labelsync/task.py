@@ -103,7 +103,9 @@ def feedback_update(conversation: Conversation) -> dict[str, Any]:
 
 def feedback_summary(conversation: Conversation) -> str:
     """One short line for the Data Manager and the page header: where the thumbs are."""
-    downs, ups, other = [], [], []
+    downs: list[str] = []
+    ups: list[str] = []
+    other: list[str] = []
     for index, m in enumerate(conversation.messages):
         if m.feedback:
             kind = render.verdict_of(m.feedback)[1]

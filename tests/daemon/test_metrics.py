@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from labelsync.metrics import Metrics, MetricsError, MetricsServer, parse_addr
+from tests.daemon.conftest import LABELSYNC, run
+from tests.support.labelstudio import free_port
 
 
 @pytest.fixture
@@ -91,7 +95,78 @@ def test_addresses(addr: str, expected: tuple[str, int]) -> None:
     assert parse_addr(addr) == expected
 
 
-@pytest.mark.parametrize("addr", ["9464", ":9464", "127.0.0.1:http", "127.0.0.1:70000", "[x]:1"])
+@pytest.mark.parametrize("addr", ["127.0.0.1:http", "127.0.0.1:70000", "[x]:1", "::1:9464"])
 def test_bad_addresses_are_refused(addr: str) -> None:
     with pytest.raises(ValueError):
         parse_addr(addr)
+    with pytest.raises(MetricsError):  # serve() says it in one line, never a traceback
+        Metrics().serve(addr)
+
+
+@pytest.mark.parametrize("form", ["{port}", ":{port}"])
+def test_a_bare_port_is_served_on_loopback_only(form: str) -> None:
+    port = free_port()
+    server = Metrics().serve(form.format(port=port))
+    try:
+        assert (server.host, server.port) == ("127.0.0.1", port)
+        assert "labelsync_tasks_created_total" in scrape(server)
+    finally:
+        server.close()
+
+
+def test_the_daemon_serves_a_port_only_address_and_refuses_a_taken_one(env, ls_project):
+    from pathlib import Path
+
+    Path(env["LABELSYNC_WATCH_DIR"]).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [*LABELSYNC, "run"],
+        env={**env, "LABELSYNC_METRICS_ADDR": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        samples: dict[str, float] = {}
+        while not samples and time.monotonic() < deadline and process.poll() is None:
+            try:
+                url = f"http://127.0.0.1:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    samples = {"up": 1.0} if b"labelsync_" in response.read() else {}
+            except OSError:
+                time.sleep(0.2)
+        if not samples:
+            process.terminate()
+            raise AssertionError(f"no metrics on 127.0.0.1: {process.communicate(timeout=60)[1]}")
+        # A second daemon on the same port (and its own state): one line, exit 2.
+        taken = run(
+            ["run"],
+            {
+                **env,
+                "LABELSYNC_METRICS_ADDR": str(port),
+                "LABELSYNC_STATE_DIR": env["LABELSYNC_STATE_DIR"] + "2",
+            },
+            timeout=120,
+        )
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+    assert taken.returncode == 2, taken.stderr
+    assert "Traceback" not in taken.stderr
+    last = taken.stderr.strip().splitlines()[-1]
+    assert last.startswith("labelsync: configuration: LABELSYNC_METRICS_ADDR")
+    assert f"127.0.0.1:{port}" in last
+
+
+def test_an_address_that_is_not_an_address_is_one_line_exit_2(env):
+    from pathlib import Path
+
+    Path(env["LABELSYNC_WATCH_DIR"]).mkdir(parents=True, exist_ok=True)
+    result = run(["run"], {**env, "LABELSYNC_METRICS_ADDR": "localhost:http"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("labelsync: configuration: LABELSYNC_METRICS_ADDR")
+    )

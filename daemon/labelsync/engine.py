@@ -274,7 +274,13 @@ class Engine:
         key = display(entry.path)
         try:
             for batch in index(
-                entry.path, key, known, self.config.options, self.config.max_file_bytes, final=final
+                entry.path,
+                key,
+                known.head if known is not None else None,
+                self.state.log_position,
+                self.config.options,
+                self.config.max_file_bytes,
+                final=final,
             ):
                 bad = [
                     ConversationRecord(
@@ -300,8 +306,8 @@ class Engine:
                     continue
                 now = self.now()
                 with self.state.transaction() as tx:
-                    if batch.restarted:
-                        tx.drop_lines(key)
+                    if batch.stale_head is not None:  # rewritten in place
+                        tx.drop_lines_of(batch.stale_head)
                         tx.keep_only_conversations(key, [])
                     for ref, whole in batch.refs:
                         if whole:
@@ -312,7 +318,10 @@ class Engine:
                         Tailed(t, key, now, ended, True) for t, ended in batch.touched.items()
                     )
                     tx.put_conversations(bad)
-                    tx.put_files([batch.record])
+                    if batch.position is not None:
+                        tx.put_logs([batch.position])
+                    if batch.record is not None:
+                        tx.put_files([batch.record])
                 self.heartbeat()
         except Unsettled:
             report.tally["changing"] += 1

@@ -66,11 +66,8 @@ CREATE TABLE files (
     mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
     sha256 TEXT NOT NULL DEFAULT '',     -- documents: the content last read
-    head TEXT,                            -- tailed: fingerprint of the first line
-    read_offset INTEGER NOT NULL DEFAULT 0,  -- tailed: bytes read, whole lines
-    read_lines INTEGER NOT NULL DEFAULT 0,   -- tailed: lines read (for "line 17")
-    tail_check TEXT,                      -- tailed: hash of the bytes before read_offset
-    status TEXT NOT NULL,                 -- read | quarantined | skipped
+    head TEXT,                            -- logs: fingerprint of the first line it held
+    status TEXT NOT NULL,                 -- read | quarantined | unreadable | skipped
     reason TEXT,
     updated_at REAL NOT NULL
 );
@@ -130,6 +127,14 @@ INSERT INTO outbox
            sync_key, thread_id, version, source_file, sent_at
     FROM outbox_v1;
 DROP TABLE outbox_v1;
+CREATE TABLE logs (                       -- how far each log was read, known by its first line,
+    head TEXT PRIMARY KEY,                -- so a renamed, rotated or copied log is not read twice
+    path TEXT NOT NULL,                   -- where it was last read
+    read_offset INTEGER NOT NULL,         -- bytes read, whole lines
+    read_lines INTEGER NOT NULL,          -- lines read (for "line 17")
+    tail_check TEXT,                      -- hash of the bytes before read_offset
+    updated_at REAL NOT NULL
+);
 CREATE TABLE lines (
     thread_id TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -166,9 +171,17 @@ class FileRecord:
     reason: str | None = None
     sha256: str = ""
     head: str | None = None
-    offset: int = 0
-    tail_check: str | None = None
-    lines: int = 0
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """How far a log was read; known by the fingerprint of its first line, not its name."""
+
+    head: str
+    path: str
+    offset: int
+    lines: int
+    check: str | None
 
 
 @dataclass(frozen=True)
@@ -256,13 +269,10 @@ class Tx:
     def put_files(self, rows: Iterable[FileRecord]) -> None:
         now = time.time()
         self.db.executemany(
-            "INSERT INTO files (path, size, mtime_ns, inode, sha256, head, read_offset,"
-            " read_lines, tail_check, status, reason, updated_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            "INSERT INTO files (path, size, mtime_ns, inode, sha256, head, status, reason,"
+            " updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT (path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
             " inode=excluded.inode, sha256=excluded.sha256, head=excluded.head,"
-            " read_offset=excluded.read_offset, read_lines=excluded.read_lines,"
-            " tail_check=excluded.tail_check,"
             " status=excluded.status, reason=excluded.reason, updated_at=excluded.updated_at",
             [
                 (
@@ -272,9 +282,6 @@ class Tx:
                     f.stat.inode,
                     f.sha256,
                     f.head,
-                    f.offset,
-                    f.lines,
-                    f.tail_check,
                     f.status,
                     _t(f.reason),
                     now,
@@ -378,12 +385,20 @@ class Tx:
         self.db.execute("DELETE FROM lines WHERE thread_id = ?", (thread_id,))
         self.add_lines(refs)
 
-    def drop_lines(self, path: str, head: str | None = None) -> None:
-        """A log was rewritten or deleted: its lines no longer say anything."""
-        if head is None:
-            self.db.execute("DELETE FROM lines WHERE path = ?", (path,))
-        else:
-            self.db.execute("DELETE FROM lines WHERE path = ? AND head = ?", (path, head))
+    def drop_lines_of(self, head: str) -> None:
+        """A log was rewritten in place (same first line, other lines after it): what was
+        known of its lines no longer says anything."""
+        self.db.execute("DELETE FROM lines WHERE head = ?", (head,))
+
+    def put_logs(self, rows: Iterable[LogPosition]) -> None:
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO logs VALUES (?,?,?,?,?,?) ON CONFLICT (head) DO UPDATE SET"
+            " path=excluded.path, read_offset=excluded.read_offset,"
+            " read_lines=excluded.read_lines, tail_check=excluded.tail_check,"
+            " updated_at=excluded.updated_at",
+            [(r.head, _t(r.path), r.offset, r.lines, r.check, now) for r in rows],
+        )
 
     def put_tailed(self, rows: Iterable[Tailed]) -> None:
         self.db.executemany(
@@ -502,10 +517,7 @@ class State:
             tx.set_meta(key, value)
 
     # -- reads -------------------------------------------------------------------------
-    _FILE_COLUMNS = (
-        "path, size, mtime_ns, inode, status, reason, sha256, head, read_offset, tail_check,"
-        " read_lines"
-    )
+    _FILE_COLUMNS = "path, size, mtime_ns, inode, status, reason, sha256, head"
 
     @staticmethod
     def _file(r: Any) -> FileRecord:
@@ -565,6 +577,13 @@ class State:
             "SELECT project_id, sync_key, thread_id, version, source_file, sent_at FROM outbox"
         )
         return [Pending(*row) for row in rows]
+
+    def log_position(self, head: str) -> LogPosition | None:
+        rows = self._rows(
+            "SELECT head, path, read_offset, read_lines, tail_check FROM logs WHERE head = ?",
+            (head,),
+        )
+        return LogPosition(*rows[0]) if rows else None
 
     def lines_of(self, thread_ids: Iterable[str]) -> dict[str, list[LineRef]]:
         found: dict[str, list[LineRef]] = {}

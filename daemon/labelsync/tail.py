@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from labelsync.files import FileStat, Unreadable, Unsettled, open_regular
 from labelsync.readers import events
 from labelsync.readers.base import Options, text_or_none
 from labelsync.sources import parse_json, read_one
-from labelsync.state import FileRecord, LineRef
+from labelsync.state import FileRecord, LineRef, LogPosition
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Line:
 
 @dataclass
 class Cursor:
-    """Where reading a file stands; becomes the file's record once its lines are kept."""
+    """Where reading a log stands; becomes its position once its lines are kept."""
 
     path: Path
     key: str  # the file as the state knows it
@@ -68,30 +68,35 @@ class Cursor:
     offset: int
     lines: int
     check: str | None
-    restarted: bool  # the file is not the one read before: its old lines are stale
+    stale: bool  # the same first line, but not the file read before: its old lines are stale
+
+    def position(self) -> LogPosition | None:
+        if self.head is None:
+            return None
+        return LogPosition(self.head, self.key, self.offset, self.lines, self.check)
 
     def record(self) -> FileRecord:
-        return FileRecord(
-            self.key, self.stat, "read", None, "", self.head, self.offset, self.check, self.lines
-        )
+        return FileRecord(self.key, self.stat, "read", head=self.head)
 
 
 def open_lines(
-    path: Path, key: str, known: FileRecord | None, *, final: bool
+    path: Path, key: str, position_of: Callable[[str], LogPosition | None], *, final: bool
 ) -> tuple[Cursor, int]:
-    """Open a JSON Lines file and find where to start reading. Returns (cursor, fd owner)."""
+    """Open a JSON Lines file and find where to start reading: where this log (known by
+    its first line, whatever its name now) was left. Returns (cursor, open fd)."""
     fd, stat = open_regular(path)
     try:
         head = _head(fd, stat.size, final)
-        offset, lines, check, restarted = 0, 0, None, known is not None and known.head is not None
+        known = position_of(head) if head is not None else None
+        cursor = Cursor(path, key, stat, head, 0, 0, None, known is not None)
         if (
             known is not None
-            and known.head == head
             and known.offset <= stat.size
-            and _check(fd, known.offset) == known.tail_check
+            and _check(fd, known.offset) == known.check
         ):
-            offset, lines, check, restarted = known.offset, known.lines, known.tail_check, False
-        return Cursor(path, key, stat, head, offset, lines, check, restarted), fd
+            cursor.offset, cursor.lines, cursor.check = known.offset, known.lines, known.check
+            cursor.stale = False
+        return cursor, fd
     except BaseException:
         os.close(fd)
         raise
@@ -342,8 +347,9 @@ def _too_long(limit: int) -> str:
 class Indexed:
     """A batch of new lines of one log, ready to be kept in one transaction."""
 
-    record: FileRecord  # the file's record once these lines are kept
-    restarted: bool  # drop what was known of this file's lines first
+    record: FileRecord | None  # the watched file's record once these lines are kept
+    position: LogPosition | None  # how far the log is read once these lines are kept
+    stale_head: str | None  # drop what was known of this log's lines first
     refs: list[tuple[LineRef, bool]]  # (line, replaces what was known of its conversation)
     touched: dict[str, bool]  # conversation -> its latest line ends it
     bad: list[Line]  # lines that are not a conversation nor a message
@@ -352,30 +358,60 @@ class Indexed:
 def index(
     path: Path,
     key: str,
-    known: FileRecord | None,
+    previous_head: str | None,
+    position_of: Callable[[str], LogPosition | None],
     options: Options,
     max_line_bytes: int,
     *,
     final: bool,
     batch_lines: int = 10_000,
 ) -> Iterator[Indexed]:
-    """Read a log's new lines and say, batch by batch, which conversation each belongs to."""
-    cursor, fd = open_lines(path, key, known, final=final)
-    restarted = cursor.restarted
-    batch = Indexed(cursor.record(), restarted, [], {}, [])
+    """Read a log's new lines and say, batch by batch, which conversation each belongs to.
+
+    previous_head: the first line's fingerprint of the log this path held before. When
+    the path now holds another log (rotated: app.jsonl renamed, a new one started), the
+    old one is finished first where it went (beside it), so no line written just before
+    the rotation is lost.
+    """
+    cursor, fd = open_lines(path, key, position_of, final=final)
+    if previous_head is not None and cursor.head is not None and cursor.head != previous_head:
+        rotated = locate(path, previous_head)
+        if rotated is not None and rotated != path:
+            try:
+                old, old_fd = open_lines(rotated, key, position_of, final=True)
+            except (Unreadable, Unsettled):
+                old = None
+            if old is not None:
+                yield from _batches(old, old_fd, None, options, max_line_bytes, True, batch_lines)
+    yield from _batches(cursor, fd, cursor.record(), options, max_line_bytes, final, batch_lines)
+
+
+def _batches(
+    cursor: Cursor,
+    fd: int,
+    record: FileRecord | None,
+    options: Options,
+    max_line_bytes: int,
+    final: bool,
+    batch_lines: int,
+) -> Iterator[Indexed]:
+    stale = cursor.head if cursor.stale else None
+    batch = Indexed(record, cursor.position(), stale, [], {}, [])
     count = 0
     for line in read_lines(cursor, fd, options, max_line_bytes, final=final):
         if line.problem is not None or line.thread_id is None:
             batch.bad.append(line)
         else:
             assert cursor.head is not None
-            ref = LineRef(line.thread_id, key, cursor.head, line.offset, line.length, line.number)
+            ref = LineRef(
+                line.thread_id, cursor.key, cursor.head, line.offset, line.length, line.number
+            )
             batch.refs.append((ref, line.whole))
             batch.touched[line.thread_id] = line.ended
         count += 1
         if count >= batch_lines:
-            batch.record = cursor.record()
+            batch.position = cursor.position()
             yield batch
-            batch, count = Indexed(cursor.record(), False, [], {}, []), 0
-    batch.record = cursor.record()
+            batch, count = Indexed(record, cursor.position(), None, [], {}, []), 0
+    batch.position = cursor.position()
     yield batch

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from labelsync.readers.base import Options
-from labelsync.state import FileRecord, LineRef
+from labelsync.state import LineRef, LogPosition
 from labelsync.tail import Indexed, assemble, index
 
 OPTIONS = Options()
@@ -24,11 +24,31 @@ def whole(thread: str, *questions: str) -> str:
     return json.dumps({"id": thread, "messages": messages})
 
 
-def read(
-    path: Path, known: FileRecord | None, final: bool = False
-) -> tuple[list[Indexed], FileRecord]:
-    batches = list(index(path, str(path), known, OPTIONS, 1 << 20, final=final))
-    return batches, batches[-1].record
+class Kept:
+    """What the engine keeps between reads: each log's position, and the head a path held."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, LogPosition] = {}
+        self.heads: dict[str, str | None] = {}
+
+    def read(self, path: Path, final: bool = False, max_bytes: int = 1 << 20) -> list[Indexed]:
+        batches = list(
+            index(
+                path,
+                str(path),
+                self.heads.get(str(path)),
+                self.positions.get,
+                OPTIONS,
+                max_bytes,
+                final=final,
+            )
+        )
+        for batch in batches:
+            if batch.position is not None:
+                self.positions[batch.position.head] = batch.position
+            if batch.record is not None:
+                self.heads[str(path)] = batch.record.head
+        return batches
 
 
 def refs(batches: list[Indexed]) -> list[LineRef]:
@@ -36,66 +56,79 @@ def refs(batches: list[Indexed]) -> list[LineRef]:
 
 
 def test_appended_lines_are_read_once_and_grouped_by_conversation(tmp_path: Path):
-    log = tmp_path / "chat.jsonl"
+    log, kept = tmp_path / "chat.jsonl", Kept()
     log.write_text(event("a", "user", "hi") + "\n" + event("b", "user", "yo") + "\n")
-    first, record = read(log, None)
+    first = kept.read(log)
     assert [(r.thread_id, r.line_no) for r in refs(first)] == [("a", 1), ("b", 2)]
-    assert record.offset == log.stat().st_size and record.lines == 2
+    (position,) = kept.positions.values()
+    assert position.offset == log.stat().st_size and position.lines == 2
 
     with log.open("a") as f:
         f.write(event("a", "assistant", "hello") + "\n")
-    second, record = read(log, record)
+    second = kept.read(log)
     assert [(r.thread_id, r.line_no) for r in refs(second)] == [("a", 3)]
-    assert not second[0].restarted
-
-    again, _ = read(log, record)  # nothing new: nothing read
-    assert refs(again) == []
+    assert second[0].stale_head is None
+    assert refs(kept.read(log)) == []  # nothing new: nothing read
 
 
 def test_a_half_written_last_line_waits_for_its_newline(tmp_path: Path):
-    log = tmp_path / "chat.jsonl"
+    log, kept = tmp_path / "chat.jsonl", Kept()
     line = event("a", "user", "hi")
     log.write_text(line + "\n" + line[:10])
-    batches, record = read(log, None)
-    assert len(refs(batches)) == 1 and record.offset == len(line) + 1
+    assert len(refs(kept.read(log))) == 1
+    assert next(iter(kept.positions.values())).offset == len(line) + 1
     with log.open("a") as f:
         f.write(line[10:] + "\n")
-    batches, record = read(log, record)
-    assert [r.line_no for r in refs(batches)] == [2]
+    assert [r.line_no for r in refs(kept.read(log))] == [2]
 
 
 def test_a_final_file_takes_a_last_line_without_newline_only_if_it_is_whole(tmp_path: Path):
-    log = tmp_path / "dataset.jsonl"
+    log, kept = tmp_path / "dataset.jsonl", Kept()
     log.write_text(whole("t1", "q") + "\n" + whole("t2", "q"))
-    batches, record = read(log, None, final=True)
-    assert [r.thread_id for r in refs(batches)] == ["t1", "t2"]
+    assert [r.thread_id for r in refs(kept.read(log, final=True))] == ["t1", "t2"]
     # Later the writer adds the newline and more: nothing is read twice.
     with log.open("a") as f:
         f.write("\n" + whole("t3", "q") + "\n")
-    batches, _ = read(log, record, final=True)
-    assert [r.thread_id for r in refs(batches)] == ["t3"]
+    assert [r.thread_id for r in refs(kept.read(log, final=True))] == ["t3"]
 
 
-def test_truncation_rotation_and_replacement_restart_from_the_start(tmp_path: Path):
-    log = tmp_path / "chat.jsonl"
+def test_truncation_and_rewrite_restart_and_say_the_old_lines_are_stale(tmp_path: Path):
+    log, kept = tmp_path / "chat.jsonl", Kept()
     log.write_text(event("a", "user", "one") + "\n" + event("a", "user", "two") + "\n")
-    _, record = read(log, None)
-
+    kept.read(log)
     log.write_text(event("a", "user", "one") + "\n")  # truncated (copytruncate)
-    batches, record = read(log, record)
-    assert batches[0].restarted and [r.line_no for r in refs(batches)] == [1]
-
-    os.rename(log, tmp_path / "chat.jsonl.1")  # rotated; a new file takes the name
-    log.write_text(event("c", "user", "new file") + "\n")
-    batches, record = read(log, record)
-    assert batches[0].restarted and [r.thread_id for r in refs(batches)] == ["c"]
-
+    batches = kept.read(log)
+    assert batches[0].stale_head is not None and [r.line_no for r in refs(batches)] == [1]
     # Rewritten in place with the same first line but other lines after it.
-    log.write_text(event("c", "user", "new file") + "\n" + event("d", "user", "x") * 1 + "\n")
-    _, record = read(log, record)
-    log.write_text(event("c", "user", "new file") + "\n" + event("e", "user", "y") + "\n")
-    batches, _ = read(log, record)
-    assert batches[0].restarted
+    log.write_text(event("a", "user", "one") + "\n" + event("d", "user", "x") + "\n")
+    kept.read(log)
+    log.write_text(event("a", "user", "one") + "\n" + event("e", "user", "y") + "\n")
+    batches = kept.read(log)
+    assert batches[0].stale_head is not None and [r.thread_id for r in refs(batches)] == ["a", "e"]
+
+
+def test_a_rotated_log_is_finished_before_the_new_one_is_read(tmp_path: Path):
+    log, kept = tmp_path / "chat.jsonl", Kept()
+    log.write_text(event("a", "user", "one") + "\n")
+    kept.read(log)
+    with log.open("a") as f:  # written just before the rotation, never read yet
+        f.write(event("a", "assistant", "two") + "\n")
+    os.rename(log, tmp_path / "chat.jsonl.1")
+    log.write_text(event("c", "user", "new file") + "\n")
+    batches = kept.read(log)
+    assert [(r.thread_id, r.line_no) for r in refs(batches)] == [("a", 2), ("c", 1)]
+    assert all(b.stale_head is None for b in batches)
+
+
+def test_a_renamed_or_copied_log_is_not_read_again(tmp_path: Path):
+    log, kept = tmp_path / "chat.jsonl", Kept()
+    log.write_text(event("a", "user", "one") + "\n")
+    kept.read(log)
+    renamed = tmp_path / "chat-2026.jsonl"
+    os.rename(log, renamed)
+    with renamed.open("a") as f:
+        f.write(event("a", "assistant", "two") + "\n")
+    assert [r.line_no for r in refs(kept.read(renamed))] == [2]
 
 
 def test_whole_conversation_lines_and_message_lines_are_told_apart(tmp_path: Path):
@@ -112,7 +145,7 @@ def test_whole_conversation_lines_and_message_lines_are_told_apart(tmp_path: Pat
             ]
         )
     )
-    batches, _ = read(log, None)
+    batches = Kept().read(log)
     kinds = [(ref.thread_id, whole_) for ref, whole_ in batches[0].refs]
     assert kinds == [("t1", True), ("t2", False), ("t2", False)]
     assert batches[0].touched == {"t1": False, "t2": True}
@@ -123,18 +156,18 @@ def test_whole_conversation_lines_and_message_lines_are_told_apart(tmp_path: Pat
 def test_a_line_over_the_limit_is_quarantined_without_being_held_in_memory(tmp_path: Path):
     log = tmp_path / "chat.jsonl"
     log.write_text(event("a", "user", "x" * 5000) + "\n" + event("b", "user", "ok") + "\n")
-    batches = list(index(log, str(log), None, OPTIONS, 1024, final=False))
+    batches = Kept().read(log, max_bytes=1024)
     assert [line.number for b in batches for line in b.bad] == [1]
     assert [r.thread_id for r in refs(batches)] == ["b"]
 
 
 def test_a_conversation_is_assembled_from_its_lines_even_after_rotation(tmp_path: Path):
-    log = tmp_path / "chat.jsonl"
+    log, kept = tmp_path / "chat.jsonl", Kept()
     log.write_text(event("a", "user", "question") + "\n" + event("z", "user", "other") + "\n")
-    first, record = read(log, None)
+    first = kept.read(log)
     os.rename(log, tmp_path / "chat.jsonl.1")
     log.write_text(event("a", "assistant", "answer\nwith two lines", model="m1") + "\n")
-    second, _ = read(log, record)
+    second = kept.read(log)
     lines = [r for r in refs(first) + refs(second) if r.thread_id == "a"]
     conversation, missing = assemble("a", lines, OPTIONS, 1 << 20)
     assert missing == []
@@ -167,6 +200,6 @@ def test_a_chainlit_step_written_again_replaces_its_first_write(tmp_path: Path):
             ]
         )
     )
-    batches, _ = read(log, None)
+    batches = Kept().read(log)
     conversation, _ = assemble("th", refs(batches), OPTIONS, 1 << 20)
     assert [m.content for m in conversation.messages] == ["What is 2+2?", "It is 4."]

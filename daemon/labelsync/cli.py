@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from labelsync import logs
+from labelsync.logs import escape
 from labelsync.settings import ConfigError, Settings, load
 
 log = logging.getLogger("labelsync")
@@ -88,6 +89,7 @@ def backfill(
     """Sync every conversation file in DIRECTORY (default LABELSYNC_WATCH_DIR) once."""
     from rich.console import Console
     from rich.logging import RichHandler
+    from rich.markup import escape as markup_escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from labelsync.files import scan
@@ -161,7 +163,8 @@ def backfill(
         for path, position, reason in rows:
             if Path(path).is_relative_to(root):
                 where = f"{path} {position}" if position else path
-                console.print(f"[yellow]{status}[/] {where}: {reason}", highlight=False)
+                line = f"{escape(where)}: {escape(reason)}"  # names may hold newlines, markup
+                console.print(f"[yellow]{status}[/] {markup_escape(line)}", highlight=False)
                 shown += 1
     if shown:
         ctx.exit(EXIT_QUARANTINED)
@@ -482,12 +485,12 @@ def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
             f"{totals.get('new_versions', 0)} new versions"
         )
         if d.get("last_error"):
-            click.echo(f"last error:     {d['last_error']}")
+            click.echo(f"last error:     {escape(d['last_error'])}")
     for status_, label in _PROBLEMS:
         rows = report[status_]
         for row in rows:
             where = f"{row['path']} {row['position']}" if row["position"] else row["path"]
-            click.echo(f"{label}: {where}: {row['reason']}")
+            click.echo(f"{label}: {escape(where)}: {escape(row['reason'])}")
         total = counts.get(status_, 0)
         if limit is not None and total > len(rows) and rows:
             click.echo(f"{label}: ... and {total - len(rows)} more (labelsync status --all)")
@@ -525,7 +528,7 @@ def validate(ctx: click.Context, files: tuple[Path, ...], show: bool) -> None:
         except (TooLarge, Unsettled, Unreadable, OSError) as exc:
             bad += 1
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-            click.echo(f"{path}: invalid: {reason}")
+            click.echo(f"{escape(str(path))}: invalid: {escape(reason)}")
             continue
         if report.count == 0:
             bad += 1
@@ -533,9 +536,9 @@ def validate(ctx: click.Context, files: tuple[Path, ...], show: bool) -> None:
             where = (
                 f" ({report.problems[0][0]})" if report.problems and report.problems[0][0] else ""
             )
-            click.echo(f"{path}: invalid{where}: {reason}")
+            click.echo(f"{escape(str(path))}: invalid{where}: {escape(reason)}")
             for position, why in report.problems[1:10]:
-                click.echo(f"{path}: {position}: {why}")
+                click.echo(f"{escape(str(path))}: {position}: {escape(why)}")
             continue
         shapes = ", ".join(
             f"{shape} ({n})" if len(report.shapes) > 1 else shape
@@ -553,7 +556,7 @@ def validate(ctx: click.Context, files: tuple[Path, ...], show: bool) -> None:
                 + (f", {len(report.problems)} could not be read" if report.problems else "")
             )
         for position, why in report.problems[:20]:
-            click.echo(f"{path}: {position}: {why}")
+            click.echo(f"{escape(str(path))}: {position}: {escape(why)}")
         if len(report.problems) > 20:
             click.echo(f"{path}: ... and {len(report.problems) - 20} more")
         short = [c for c in report.conversations if c.user_turns < settings.min_turns]
@@ -572,7 +575,7 @@ def validate(ctx: click.Context, files: tuple[Path, ...], show: bool) -> None:
                 "reported too short when they cannot grow"
             )
         for warning in report.warnings[:10]:
-            click.echo(f"{path}: note: {warning}")
+            click.echo(f"{escape(str(path))}: note: {escape(warning)}")
         roles = {m.role for c in report.conversations for m in c.messages}
         unknown = roles - {"user", "assistant", "system", "tool"}
         if unknown:

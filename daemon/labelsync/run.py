@@ -183,6 +183,8 @@ class Daemon:
     def _prepare(self) -> None:
         try:
             self.engine.prepare()
+        except Stopped:
+            return  # a stop came while Label Studio was being asked: the loop ends at once
         except LabelStudioError as exc:
             self._failed(exc)
             return

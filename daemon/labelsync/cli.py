@@ -615,12 +615,31 @@ def init_project(ctx: click.Context, template: str, title: str) -> None:
         project_id = ls.create_project(
             title, label_config, "Conversations synced by labelsync. One task per version."
         )
+        _create_view(settings, project_id)
     click.echo(project_id)
     click.echo(
         f"created project {project_id} at {settings.label_studio_url}/projects/{project_id}; "
         f"set LABEL_STUDIO_PROJECT_ID={project_id}",
         err=True,
     )
+
+
+def _create_view(settings: Settings, project_id: int) -> None:
+    """The Data Manager tab annotators land on: conversation, version, latest, turns,
+    model, feedback first; the dialogue and bookkeeping hidden. Made before anyone opens
+    the project, or Label Studio makes its own default tab first."""
+    from labelsync.labelstudio import LabelStudio, LabelStudioError
+    from labelsync.task import COLUMN_WIDTHS, COLUMNS, COLUMNS_BESIDE_LABELING, DATA_KEYS
+
+    ls = LabelStudio(
+        settings.label_studio_url, settings.api_key, project_id, settings.timeout_seconds
+    )
+    try:
+        ls.create_view("Conversations", COLUMNS, COLUMNS_BESIDE_LABELING, COLUMN_WIDTHS, DATA_KEYS)
+    except LabelStudioError as exc:  # the project works without it: say so, go on
+        click.echo(
+            f"labelsync: the project works, but its Data Manager view was not made: {exc}", err=True
+        )
 
 
 def load_template(template: str) -> str:

@@ -277,8 +277,12 @@ class Connection:
         params: dict[str, Any] | None = None,
         body: bytes | None = None,
         importing: bool = False,
+        expect_body: bool = True,
     ) -> Any:
-        """One exchange, its answer parsed, every failure sorted into the classes above."""
+        """One exchange, its answer parsed, every failure sorted into the classes above.
+
+        expect_body=False: an answer without a body (a DELETE's 204) is the success.
+        """
         response, body_sent = self._exchange(what, method, path, params or {}, body, importing)
         status = response.status_code
         if 300 <= status < 400:
@@ -297,6 +301,8 @@ class Connection:
                 importing and body_sent,
                 len(body or b""),
             )
+        if not expect_body and not response.content:
+            return None
         try:
             return response.json()
         except ValueError:

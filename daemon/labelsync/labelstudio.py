@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 
+_KEYS_PER_LOOKUP = 25
+
+
 @dataclass(frozen=True)
 class RemoteVersion:
     thread_id: str
@@ -160,8 +163,10 @@ class LabelStudio:
         """sync_key -> task id, for those of the keys that exist in the project."""
         keys = list(dict.fromkeys(sync_keys))
         found: dict[str, int] = {}
-        for start in range(0, len(keys), 100):
-            chunk = keys[start : start + 100]
+        # 25 keys a request: a query of 100 made a URL of ~20 KB, over the 8 KB a proxy
+        # such as nginx takes in a request line by default (414).
+        for start in range(0, len(keys), _KEYS_PER_LOOKUP):
+            chunk = keys[start : start + _KEYS_PER_LOOKUP]
             items = [
                 {
                     "filter": "filter:tasks:data.sync_key",
@@ -205,6 +210,81 @@ class LabelStudio:
             return int(project["id"])
         except (KeyError, TypeError, ValueError):
             raise unexpected(self._connection, what, "a project without an id") from None
+
+    def tasks_after(self, task_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Tasks created after this one (ids only grow): what someone else imported since."""
+        query = {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {
+                        "filter": "filter:tasks:id",
+                        "operator": "greater",
+                        "type": "Number",
+                        "value": task_id,
+                    }
+                ],
+            }
+        }
+        return self._tasks(query)
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        """One task with its data, meta, annotations and drafts."""
+        what = "read a task"
+        answer = self._json(what, "GET", f"api/tasks/{task_id}")
+        return expect(self._connection, what, answer, dict)  # type: ignore[no-any-return]
+
+    def update_task(
+        self, task_id: int, data: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Replace a task's data and/or meta; its annotations stay."""
+        body: dict[str, Any] = {}
+        if data is not None:
+            body["data"] = data
+        if meta is not None:
+            body["meta"] = meta
+        what = "update a task"
+        self._json(what, "PATCH", f"api/tasks/{task_id}", {}, encode_task(body))
+
+    def delete_task(self, task_id: int) -> None:
+        """Take a task out of the project (Community has no other way to retire one)."""
+        try:
+            self._json("delete a task", "DELETE", f"api/tasks/{task_id}", expect_body=False)
+        except ProjectNotFound:
+            return  # already gone: what was wanted
+
+    def create_view(
+        self,
+        title: str,
+        shown: Sequence[str],
+        shown_beside_labeling: Sequence[str],
+        widths: dict[str, int],
+        data_keys: Sequence[str],
+    ) -> None:
+        """A Data Manager tab that shows only these columns (ids like `data.version`).
+
+        A view's hidden columns replace Label Studio's defaults, so every other column,
+        its own and the task's data keys (which it only knows once a task exists),
+        is listed as hidden.
+        """
+        what = "create the Data Manager view"
+        answer = self._json(what, "GET", "api/dm/columns/", {"project": self.project_id})
+        columns = expect(self._connection, what, answer, dict).get("columns") or []
+        ids = {
+            f"data.{c['id']}" if c.get("parent") == "data" else str(c["id"])
+            for c in columns
+            if isinstance(c, dict) and c.get("id") and c.get("id") != "data"
+        } | {f"data.{key}" for key in data_keys}
+        data = {
+            "title": title,
+            "hiddenColumns": {
+                "explore": sorted(f"tasks:{i}" for i in ids - set(shown)),
+                "labeling": sorted(f"tasks:{i}" for i in ids - set(shown_beside_labeling)),
+            },
+            "columnsWidth": {f"tasks:{column}": width for column, width in widths.items()},
+        }
+        body = encode_task({"project": self.project_id, "data": data})
+        self._json(what, "POST", "api/dm/views/", {}, body)
 
     # -- plumbing ------------------------------------------------------------------------
     def _tasks(self, query: dict[str, Any] | None) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -45,6 +45,26 @@ class TaskDraft:
         return {"data": data, "meta": self.meta}
 
 
+# What the project's Data Manager view shows (the rest of the task is there, hidden).
+COLUMNS = (
+    "id", "completed_at", "total_annotations", "annotators",
+    "data.thread_id", "data.version", "data.latest", "data.turn_count", "data.message_count",
+    "data.model", "data.feedback", "data.timestamp",
+)  # fmt: skip
+COLUMNS_BESIDE_LABELING = (
+    "data.thread_id", "data.version", "data.latest", "data.feedback", "total_annotations",
+)  # fmt: skip
+COLUMN_WIDTHS = {
+    "data.thread_id": 230, "data.version": 80, "data.latest": 80, "data.turn_count": 95,
+    "data.message_count": 120, "data.model": 130, "data.feedback": 150,
+    "data.timestamp": 190, "completed_at": 150,
+}  # fmt: skip
+DATA_KEYS = (
+    "thread_id", "version", "latest", "turn_count", "message_count", "model", "feedback",
+    "timestamp", "chat", "session_id", "source_file", "sync_key", "previous",
+)  # fmt: skip
+
+
 def draft_task(conversation: Conversation, source_file: str) -> TaskDraft:
     """`data` is what the template and the Data Manager use; `meta` keeps the rest.
 

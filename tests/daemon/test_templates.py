@@ -232,6 +232,23 @@ def test_community_template_reads_well_and_rates_in_one_click_per_judgment(
     assert not {name for name in results if name.endswith(("_7", "_1", "_3", "_5"))} - {"intent_7"}
 
 
+def test_the_data_manager_shows_the_useful_columns_not_the_raw_dialogue(
+    label_studio, page, tmp_path
+):
+    project_id, _ = synced_project(label_studio, tmp_path, "community", conversations=2)
+    page.goto(f"{label_studio.url}/projects/{project_id}/data", timeout=LOAD_MS)
+    page.locator(".lsf-th-content").first.wait_for(timeout=LOAD_MS)
+    page.wait_for_timeout(1000)  # the header row fills in column by column
+    headers = [t.strip() for t in page.locator(".lsf-th-content").all_inner_texts()]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "data-manager.png"))
+    for column in ("thread_id", "version", "latest", "turn_count", "model", "feedback"):
+        assert column in headers, headers
+    for column in ("chat", "sync_key", "source_file", "session_id"):
+        assert column not in headers, headers
+    assert headers.index("thread_id") < headers.index("version") < headers.index("feedback")
+
+
 def test_enterprise_template_does_not_render_in_community(label_studio, page, tmp_path):
     """Why community.xml exists: Community 1.23.2 accepts the <Chat> config, then the
     labeling page shows a configuration error instead of the conversation."""

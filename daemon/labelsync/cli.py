@@ -202,6 +202,7 @@ _LABELS = {
     "skipped": "skipped (not regular files, ...)",
     "changing": "still being written (next run)",
     "recovered": "recovered from Label Studio",
+    "retired": "earlier versions retired (nobody had worked on them)",
 }
 
 
@@ -280,6 +281,7 @@ def _engine(
             max_file_bytes=settings.max_file_bytes,
             options=settings.options,
             max_wait_s=settings.max_wait_seconds,
+            keep_versions=settings.keep_versions,
         )
         yield Engine(state, ls, delivery, config, stop, beat)
     finally:

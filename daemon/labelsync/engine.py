@@ -34,6 +34,7 @@ from labelsync.files import FileStat, Found, Unreadable, Unsettled, display, is_
 from labelsync.intake import FileDone, Item, ReadConfig, Unsettle, Work
 from labelsync.labelstudio import LabelStudio
 from labelsync.plan import NewVersion, Quarantine, Skip, TooShort, UpdateFeedback, Wait, plan
+from labelsync.project import Project
 from labelsync.readers.base import Options
 from labelsync.state import (
     ConversationRecord,
@@ -62,6 +63,7 @@ OUTCOMES = (
     "skipped",
     "changing",
     "recovered",
+    "retired",
 )
 
 
@@ -73,6 +75,7 @@ class EngineConfig:
     max_file_bytes: int = 10 * 1024 * 1024
     options: Options = field(default_factory=Options)
     max_wait_s: float = 3600.0  # quiet this long: a short conversation will not grow
+    keep_versions: bool = False  # False: earlier versions nobody worked on are retired
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Engine:
         self.heartbeat = heartbeat
         self.now = now
         self.project_id = ls.project_id
+        self.project = Project(state, ls, delivery, config.keep_versions)
         self._read = ReadConfig(
             config.root, config.options, config.max_file_bytes, config.max_wait_s
         )
@@ -115,23 +119,10 @@ class Engine:
         tally: Counter[str] = Counter()
         self.state.bind(self.ls.url, self.project_id)
         if self.state.get_meta("rebuilt") is None:
-            tally["recovered"] += self._rebuild()
+            # A new (or lost) state learns what is already in the project before sending.
+            tally["recovered"] += self.project.rebuild()
+            self.state.set_meta("rebuilt", str(time.time()))
         return tally
-
-    def _rebuild(self) -> int:
-        """A new (or lost) state learns what is already in the project before sending."""
-        remote = [
-            VersionRecord(
-                self.project_id, v.thread_id, v.version, v.sync_key, v.task_id, v.source_file
-            )
-            for v in self.ls.labelsync_versions()
-        ]
-        with self.state.transaction() as tx:
-            tx.add_versions(remote)
-            tx.set_meta("rebuilt", str(time.time()))
-        if remote:
-            log.info("state rebuilt from Label Studio: %d existing versions", len(remote))
-        return len(remote)
 
     def _resolve_outbox(self) -> int:
         pending = [p for p in self.state.pending() if p.project_id == self.project_id]
@@ -159,6 +150,7 @@ class Engine:
                 if p.sync_key in found
             )
             tx.drop_outbox((p.project_id, p.sync_key) for p in pending)
+        self.project.expect(len(found))
         log.info(
             "outbox resolved: %d imported before the interruption, %d to send again",
             len(found),
@@ -427,13 +419,20 @@ class Engine:
             (w.parsed.thread_id for w in works if isinstance(w.parsed, Conversation)),
         )
         records: list[ConversationRecord] = []
-        outgoing: list[tuple[Work, int]] = []
+        outgoing: list[tuple[Work, int, list[tuple[int, str]]]] = []
+        feedback: list[tuple[VersionRecord, Conversation]] = []
+        before = {t: [(v.version, v.sync_key) for v in vs] for t, vs in known.items()}
         for work, decision in plan(
             ((w, w.parsed, w.settled) for w in works), known, self.config.min_turns
         ):
             if isinstance(decision, NewVersion):
-                outgoing.append((work, decision.version))
+                assert isinstance(work.parsed, Conversation)
+                earlier = before.setdefault(work.parsed.thread_id, [])
+                outgoing.append((work, decision.version, list(earlier)))
+                earlier.append((decision.version, work.parsed.sync_key))
                 continue
+            if isinstance(decision, UpdateFeedback) and isinstance(work.parsed, Conversation):
+                feedback.append((decision.version, work.parsed))
             if isinstance(decision, (Skip, UpdateFeedback)):
                 tally["duplicates" if isinstance(decision, Skip) else "feedback"] += 1
                 status, reason = (
@@ -463,10 +462,21 @@ class Engine:
             records.append(self._record(work, status, reason))
 
         if dry_run:
-            for _, version in outgoing:
+            for _, version, _ in outgoing:
                 tally["new_tasks" if version == 1 else "new_versions"] += 1
             return
+        if outgoing:
+            # Another labelsync on this project? Learn what it sent before sending.
+            learnt = self.project.learn()
+            if learnt:
+                tally["recovered"] += learnt
+                outgoing = self._replan(outgoing, records, tally)
         self._deliver(outgoing, records, done, works, report, while_importing)
+        if feedback:
+            self.project.update_feedback(feedback)
+        if any(version > 1 for _, version, _ in outgoing):
+            tidied = self.project.tidy()
+            tally["retired"] += tidied.retired
 
     def _record(self, work: Work, status: str, reason: str | None) -> ConversationRecord:
         parsed = work.parsed
@@ -476,9 +486,37 @@ class Engine:
             work.path, work.key, thread, status, reason, work.position, key, self.project_id
         )
 
+    def _replan(
+        self,
+        outgoing: list[tuple[Work, int, list[tuple[int, str]]]],
+        records: list[ConversationRecord],
+        tally: Counter[str],
+    ) -> list[tuple[Work, int, list[tuple[int, str]]]]:
+        """Decide again what was to be sent, now that versions someone else sent are known."""
+        works = [work for work, _, _ in outgoing]
+        known = self.state.versions_of(
+            self.project_id,
+            (w.parsed.thread_id for w in works if isinstance(w.parsed, Conversation)),
+        )
+        before = {t: [(v.version, v.sync_key) for v in vs] for t, vs in known.items()}
+        again: list[tuple[Work, int, list[tuple[int, str]]]] = []
+        for work, decision in plan(
+            ((w, w.parsed, w.settled) for w in works), known, self.config.min_turns
+        ):
+            assert isinstance(work.parsed, Conversation)
+            if isinstance(decision, NewVersion):
+                earlier = before.setdefault(work.parsed.thread_id, [])
+                again.append((work, decision.version, list(earlier)))
+                earlier.append((decision.version, work.parsed.sync_key))
+            else:
+                tally["duplicates"] += 1
+                reason = getattr(decision, "reason", "sent by another labelsync")
+                records.append(self._record(work, "synced", reason))
+        return again
+
     def _deliver(
         self,
-        outgoing: list[tuple[Work, int]],
+        outgoing: list[tuple[Work, int, list[tuple[int, str]]]],
         records: list[ConversationRecord],
         done: list[FileDone],
         works: list[Work],
@@ -488,7 +526,7 @@ class Engine:
         tally = report.tally
         now = time.time()
         batch: list[tuple[Work, Pending, Outgoing]] = []
-        for work, version in outgoing:
+        for work, version, previous in outgoing:
             conversation, draft = work.parsed, work.draft
             assert isinstance(conversation, Conversation) and draft is not None
             pending = Pending(
@@ -499,7 +537,8 @@ class Engine:
                 draft.data["source_file"],
                 now,
             )
-            batch.append((work, pending, Outgoing(conversation.sync_key, draft.numbered(version))))
+            task = draft.numbered(version, previous)
+            batch.append((work, pending, Outgoing(conversation.sync_key, task)))
         with self.state.transaction() as tx:
             tx.put_conversations(records)
             tx.put_outbox(pending for _, pending, _ in batch)
@@ -510,6 +549,7 @@ class Engine:
             while_importing()
             delivered = self.delivery.send([out for _, _, out in batch])
             tally["recovered"] += delivered.found_existing
+            self.project.expect(len(delivered.task_ids))
             log.debug(
                 "imported %d tasks in %.2f s", len(delivered.task_ids), time.monotonic() - started
             )

@@ -65,6 +65,25 @@ class RemoteVersion:
     sync_key: str
     task_id: int
     source_file: str
+    previous: tuple[tuple[int, str], ...] = ()  # earlier versions (version, sync key)
+
+
+def remote_version(task_id: int, data: dict[str, Any]) -> RemoteVersion | None:
+    """A task labelsync made, read back; None for anyone else's task."""
+    try:
+        previous = tuple(
+            (int(v), str(k)) for v, k in data.get("previous") or () if isinstance(k, str)
+        )
+        return RemoteVersion(
+            thread_id=str(data["thread_id"]),
+            version=int(data["version"]),
+            sync_key=str(data["sync_key"]),
+            task_id=task_id,
+            source_file=str(data.get("source_file", "")),
+            previous=previous,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def encode_task(task: dict[str, Any]) -> bytes:
@@ -184,19 +203,14 @@ class LabelStudio:
                     found.setdefault(key, task_id)
         return found
 
-    def labelsync_versions(self) -> Iterator[RemoteVersion]:
-        """Every task labelsync made in the project: rebuilds a lost state directory."""
-        for task_id, data in self._tasks(None):
-            try:
-                yield RemoteVersion(
-                    thread_id=str(data["thread_id"]),
-                    version=int(data["version"]),
-                    sync_key=str(data["sync_key"]),
-                    task_id=task_id,
-                    source_file=str(data.get("source_file", "")),
-                )
-            except (KeyError, TypeError, ValueError):
-                continue  # not one of ours
+    def labelsync_versions(self, after_task: int = 0) -> Iterator[RemoteVersion]:
+        """Every task labelsync made in the project (created after `after_task`): rebuilds a
+        lost state, and shows what another labelsync imported since."""
+        tasks = self.tasks_after(after_task) if after_task else self._tasks(None)
+        for task_id, data in tasks:
+            found = remote_version(task_id, data)
+            if found is not None:
+                yield found
 
     def create_project(self, title: str, label_config: str, description: str = "") -> int:
         body = json.dumps(
@@ -210,6 +224,16 @@ class LabelStudio:
             return int(project["id"])
         except (KeyError, TypeError, ValueError):
             raise unexpected(self._connection, what, "a project without an id") from None
+
+    def task_count(self) -> int:
+        """How many tasks the project holds (one cheap request)."""
+        what = "read project"
+        answer = self._json(what, "GET", f"api/projects/{self.project_id}")
+        project = expect(self._connection, what, answer, dict)
+        count = project.get("task_number")
+        if not isinstance(count, int):
+            raise unexpected(self._connection, what, "a project without a task count")
+        return count
 
     def tasks_after(self, task_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """Tasks created after this one (ids only grow): what someone else imported since."""
@@ -228,10 +252,13 @@ class LabelStudio:
         }
         return self._tasks(query)
 
-    def task(self, task_id: int) -> dict[str, Any]:
-        """One task with its data, meta, annotations and drafts."""
+    def task(self, task_id: int) -> dict[str, Any] | None:
+        """One task with its data, meta, annotations and drafts; None if it is gone."""
         what = "read a task"
-        answer = self._json(what, "GET", f"api/tasks/{task_id}")
+        try:
+            answer = self._json(what, "GET", f"api/tasks/{task_id}")
+        except ProjectNotFound:
+            return None  # deleted (by labelsync before a crash, or by a person)
         return expect(self._connection, what, answer, dict)  # type: ignore[no-any-return]
 
     def update_task(

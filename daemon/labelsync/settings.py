@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # A symlink is followed only to a file inside the watch directory, unless this is set.
     follow_symlinks: bool = False
     min_turns: int = Field(2, ge=0)
+    # When version N+1 is sent, earlier versions nobody worked on are deleted from the
+    # project (one live task per conversation); true keeps every version.
+    keep_versions: bool = False
     batch_size: int = Field(1000, ge=1, le=10_000)
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     timeout_seconds: float = Field(30.0, gt=0)

@@ -104,6 +104,7 @@ CREATE TABLE versions (
     synced_at REAL NOT NULL,
     feedback_key TEXT NOT NULL DEFAULT '',
     retired_at REAL,                      -- taken out of the project (nothing human on it)
+    kept INTEGER NOT NULL DEFAULT 0,      -- superseded, but kept: a person worked on it
     PRIMARY KEY (project_id, thread_id, version),
     UNIQUE (project_id, sync_key)
 );
@@ -361,6 +362,12 @@ class Tx:
             [(now, project_id, k) for k in sync_keys],
         )
 
+    def keep(self, project_id: int, sync_keys: Iterable[str]) -> None:
+        self.db.executemany(
+            "UPDATE versions SET kept = 1 WHERE project_id = ? AND sync_key = ?",
+            [(project_id, k) for k in sync_keys],
+        )
+
     def put_outbox(self, rows: Iterable[Pending]) -> None:
         self.db.executemany(
             "INSERT INTO outbox VALUES (?,?,?,?,?,?) ON CONFLICT (project_id, sync_key)"
@@ -556,6 +563,22 @@ class State:
                     VersionRecord(*row[:7], retired=bool(row[7]))  # type: ignore[misc]
                 )
         return found
+
+    def superseded(self, project_id: int) -> list[VersionRecord]:
+        """Versions with a newer one, neither retired nor kept yet: what is left to tidy."""
+        rows = self._rows(
+            "SELECT v.project_id, v.thread_id, v.version, v.sync_key, v.task_id, v.source_file,"
+            " v.feedback_key FROM versions v WHERE v.project_id = ? AND v.retired_at IS NULL"
+            " AND v.kept = 0 AND v.task_id > 0 AND EXISTS (SELECT 1 FROM versions n"
+            " WHERE n.project_id = v.project_id AND n.thread_id = v.thread_id"
+            " AND n.version > v.version)",
+            (project_id,),
+        )
+        return [VersionRecord(*row) for row in rows]
+
+    def highest_task_id(self, project_id: int) -> int:
+        rows = self._rows("SELECT MAX(task_id) FROM versions WHERE project_id = ?", (project_id,))
+        return int(rows[0][0] or 0)
 
     def conversations_of(self, path: str) -> dict[str, ConversationRecord]:
         rows = self._rows(

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import httpx
+
 from labelsync.files import scan
 from labelsync.labelstudio import AccessDenied, LabelStudio, ProjectNotFound
 from tests.daemon.conftest import project_tasks, versions_in
@@ -63,7 +65,7 @@ def test_growing_conversation_becomes_version_2_and_resaves_create_nothing(
 ):
     path = conversations / "conversation_t1.json"
     write_atomic(path, chat("t1", "q1", "q2"))
-    harness = make_engine()
+    harness = make_engine(keep_versions=True)
     harness.backfill()
 
     # Same dialogue saved again with a new time stamp and turn_count: not a new version.
@@ -80,6 +82,8 @@ def test_growing_conversation_becomes_version_2_and_resaves_create_nothing(
     assert sorted(tasks) == [1, 2]
     assert len(tasks[2]["chat"]) == 6 and len(tasks[1]["chat"]) == 4
     assert tasks[2]["session_id"] == "t1_v2"
+    assert tasks[2]["previous"] == [[1, tasks[1]["sync_key"]]]
+    assert (tasks[1]["latest"], tasks[2]["latest"]) == (False, True)
 
 
 def test_snapshot_files_of_one_conversation_become_ordered_versions(
@@ -90,7 +94,7 @@ def test_snapshot_files_of_one_conversation_become_ordered_versions(
     write_atomic(early, chat("t9", "q1", "q2"))
     write_atomic(late, chat("t9", "q1", "q2", "q3"))
     os.utime(early, ns=(1_000_000_000, 1_000_000_000))  # written first
-    make_engine().backfill()
+    make_engine(keep_versions=True).backfill()
     by_version = {t["data"]["version"]: t["data"] for t in project_tasks(ls_project)}
     assert len(by_version[1]["chat"]) == 4 and len(by_version[2]["chat"]) == 6
 
@@ -261,7 +265,7 @@ def test_an_export_with_many_conversations_is_one_task_each_and_bad_elements_cos
     export = conversations / "conversations.json"
     good = [chat(f"c{i}", "q1", "q2") for i in range(5)]
     export.write_text(json.dumps([*good[:2], {"no": "messages"}, *good[2:]]))
-    harness = make_engine(batch_size=2)
+    harness = make_engine(batch_size=2, keep_versions=True)
     tally = harness.backfill()
     assert tally["new_tasks"] == 5 and tally["quarantined"] == 1
     ((path, position, reason),) = harness.engine.state.problems("quarantined")
@@ -310,7 +314,9 @@ def test_a_jsonl_log_of_messages_becomes_one_task_per_conversation_and_grows_ver
         )
     tally = harness.backfill()
     assert tally["new_versions"] == 1 and tally.get("new_tasks", 0) == 0
-    assert versions_in(ls_project) == [("x", 1), ("y", 1), ("y", 2)]
+    # Version 1 of y had nothing done on it: retired, one live task per conversation.
+    assert tally["retired"] == 1
+    assert versions_in(ls_project) == [("x", 1), ("y", 2)]
     v2 = next(t["data"] for t in project_tasks(ls_project) if t["data"]["version"] == 2)
     assert [m["content"] for m in v2["chat"]] == ["hello", "hey", "again", "ok"]
 
@@ -330,3 +336,97 @@ def test_a_dataset_of_one_question_conversations_is_too_short_not_waiting_foreve
     assert "LABELSYNC_MIN_TURNS=1 would send it" in reason
     lowered = make_engine(min_turns=1)
     assert lowered.backfill(recheck=True)["new_tasks"] == 3
+
+
+def annotate(project, task_id: int) -> None:
+    response = httpx.post(
+        f"{project.url}/api/tasks/{task_id}/annotations/",
+        headers={"Authorization": f"Token {project.token}"},
+        json={
+            "result": [
+                {
+                    "from_name": "rating",
+                    "to_name": "chat",
+                    "type": "choices",
+                    "value": {"choices": ["good"]},
+                }
+            ]
+        },
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_one_live_task_per_conversation_and_human_work_is_never_retired(
+    make_engine, ls_project, conversations, tmp_path
+):
+    for thread in ("plain", "rated"):
+        write_atomic(conversations / f"{thread}.json", chat(thread, "q1", "q2"))
+    harness = make_engine()
+    harness.backfill()
+    rated_v1 = next(t for t in project_tasks(ls_project) if t["data"]["thread_id"] == "rated")
+    annotate(ls_project, rated_v1["id"])
+    for thread in ("plain", "rated"):
+        write_atomic(conversations / f"{thread}.json", chat(thread, "q1", "q2", "q3"))
+    tally = harness.backfill()
+    assert tally["new_versions"] == 2 and tally["retired"] == 1
+    tasks = {
+        (t["data"]["thread_id"], t["data"]["version"]): t["data"] for t in project_tasks(ls_project)
+    }
+    # The unrated version 1 is gone; the rated one stays, no longer the latest.
+    assert sorted(tasks) == [("plain", 2), ("rated", 1), ("rated", 2)]
+    assert tasks[("rated", 1)]["latest"] is False and tasks[("rated", 2)]["latest"] is True
+
+    # A lost state is rebuilt knowing the retired version: its content is not sent again.
+    write_atomic(conversations / "plain-v1-copy.json", chat("plain", "q1", "q2"))
+    rebuilt = make_engine(state_name="rebuilt.sqlite3")
+    again = rebuilt.backfill()
+    assert again.get("new_tasks", 0) == again.get("new_versions", 0) == 0
+    assert sorted(
+        (t["data"]["thread_id"], t["data"]["version"]) for t in project_tasks(ls_project)
+    ) == [("plain", 2), ("rated", 1), ("rated", 2)]
+
+
+def test_a_feedback_change_makes_no_version_and_shows_on_the_live_task(
+    make_engine, ls_project, conversations
+):
+    path = conversations / "fb.json"
+    write_atomic(path, chat("fb", "q1", "q2"))
+    harness = make_engine()
+    harness.backfill()
+    rated = chat("fb", "q1", "q2")
+    rated["messages"][1]["feedback"] = {"score": 0, "comment": "wrong answer"}
+    write_atomic(path, rated)
+    tally = harness.backfill()
+    assert tally["feedback"] == 1 and tally.get("new_versions", 0) == 0
+    (task,) = project_tasks(ls_project)
+    assert task["data"]["version"] == 1 and task["data"]["feedback"] == "down #1"
+    assert task["data"]["chat"][1]["feedback"]["comment"] == "wrong answer"
+    assert "wrong answer" in task["data"]["chat"][1]["html"]
+    assert task["meta"]["labelsync"]["feedback"][0]["comment"] == "wrong answer"
+
+    # Once annotated, the task shown to annotators no longer changes: the new feedback
+    # goes to its meta only, where the export reads it.
+    annotate(ls_project, task["id"])
+    rated["messages"][1]["feedback"] = {"score": 1}
+    write_atomic(path, rated)
+    assert harness.backfill()["feedback"] == 1
+    (task,) = project_tasks(ls_project)
+    assert task["data"]["chat"][1]["feedback"]["comment"] == "wrong answer"
+    assert task["meta"]["labelsync"]["feedback"][0]["score"] == 1
+
+
+def test_a_second_state_directory_on_the_same_project_sends_nothing_twice(
+    make_engine, ls_project, conversations
+):
+    """A hand-run backfill (~/.local/state) beside the service (/var/lib/labelsync)."""
+    write_corpus(conversations, 60)
+    service = make_engine(state_name="service.sqlite3")
+    service.backfill()
+    by_hand = make_engine(state_name="by-hand.sqlite3")
+    by_hand.backfill()  # learns the project on its first start
+    write_corpus(conversations, 40, seed=9, prefix="later")
+    service.backfill()  # the service sends the new ones
+    tally = by_hand.backfill()  # the hand-run one notices before sending
+    assert tally.get("new_tasks", 0) == 0
+    assert len(project_tasks(ls_project)) == 100

@@ -141,7 +141,8 @@ def test_every_way_a_bot_writes_a_file_ends_as_one_task(daemon, env, ls_project)
 
     # Renamed after it was sent: same conversation, same content, nothing new.
     (root / "atomic.json").rename(root / "atomic-renamed.json")
-    # Grown after it was sent: version 2. Rewritten identically: nothing.
+    # Grown after it was sent: version 2, and version 1 (nobody rated it) is retired.
+    # Rewritten identically: nothing.
     write_atomic(root / "inplace.json", chat("inplace", "q1", "q2", "q3"))
     write_atomic(root / "truncated.json", chat("truncated", "new", "new"))
     settled(
@@ -149,7 +150,6 @@ def test_every_way_a_bot_writes_a_file_ends_as_one_task(daemon, env, ls_project)
         ls_project,
         {
             ("atomic", 1): 1,
-            ("inplace", 1): 1,
             ("inplace", 2): 1,
             ("truncated", 1): 1,
             ("busy", 1): 1,
@@ -282,14 +282,18 @@ def test_kill_9_while_writers_are_busy_then_restart(daemon, env, ls_project):
         w.start()
     try:
         for _ in range(4):
-            d = daemon(LABELSYNC_QUIET_SECONDS="0.3", LABELSYNC_BATCH_SIZE="5")
+            d = daemon(
+                LABELSYNC_QUIET_SECONDS="0.3",
+                LABELSYNC_BATCH_SIZE="5",
+                LABELSYNC_KEEP_VERSIONS="true",  # every version stays, to count them
+            )
             time.sleep(rng.uniform(1.5, 3.0))
             d.signal(signal.SIGKILL)
     finally:
         stop.set()
         for w in writers:
             w.join()
-    d = daemon(LABELSYNC_QUIET_SECONDS="0.3")
+    d = daemon(LABELSYNC_QUIET_SECONDS="0.3", LABELSYNC_KEEP_VERSIONS="true")
 
     # Every conversation's final content ends up in Label Studio, each version once.
     def complete() -> bool:
@@ -382,13 +386,19 @@ def test_a_log_appended_while_the_daemon_runs_survives_kill_9(daemon, env, ls_pr
     bot.start()
     try:
         for _ in range(4):
-            d = daemon(LABELSYNC_QUIET_SECONDS="0.5", LABELSYNC_MIN_TURNS="1")
+            d = daemon(
+                LABELSYNC_QUIET_SECONDS="0.5",
+                LABELSYNC_MIN_TURNS="1",
+                LABELSYNC_KEEP_VERSIONS="true",
+            )
             time.sleep(rng.uniform(1.5, 3.0))
             d.signal(signal.SIGKILL)
     finally:
         stop.set()
         bot.join()
-    d = daemon(LABELSYNC_QUIET_SECONDS="0.5", LABELSYNC_MIN_TURNS="1")
+    d = daemon(
+        LABELSYNC_QUIET_SECONDS="0.5", LABELSYNC_MIN_TURNS="1", LABELSYNC_KEEP_VERSIONS="true"
+    )
 
     def complete() -> bool:
         latest: dict[str, int] = {}

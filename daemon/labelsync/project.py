@@ -1,0 +1,207 @@
+"""The project's side of versions: what is there, what is live, what the chat user said since.
+
+- `learn`: versions in the project that this state does not know: all of them
+  when a state is new or lost (a rebuild), then only tasks created since the
+  highest one seen, so a second labelsync on the same project (a hand-run
+  backfill beside the service) is noticed before anything is sent twice. Each
+  task names the versions before it (`data.previous`), so versions retired
+  from the project are known too.
+- `tidy`: one live task per conversation. When version N+1 is in, earlier
+  versions nothing human was done on (no annotation, no skip, no draft) are
+  deleted from the project, since Community has no other way to take a task
+  out of the labeling queue; versions with human work stay, marked
+  `latest: false`. LABELSYNC_KEEP_VERSIONS keeps every version.
+- `update_feedback`: a thumbs-up given after a conversation was sent is not a
+  new version: the live task shows it while nobody has annotated it, and its
+  `meta.labelsync.feedback` always carries it (the export reads it there).
+
+Every change here is repeatable (a delete of a gone task, the same update
+again), so a crash half-way is mended by doing it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from labelsync.contract import Conversation
+from labelsync.delivery import Delivery
+from labelsync.labelstudio import LabelStudio, remote_version
+from labelsync.state import State, VersionRecord
+from labelsync.task import feedback_of, feedback_update
+
+log = logging.getLogger(__name__)
+
+_MARK = "seen_task:{}"  # meta key: the highest task id seen in a project
+_COUNT = "task_count:{}"  # meta key: how many tasks the project should hold
+
+
+@dataclass
+class Tidied:
+    retired: int = 0
+    kept: int = 0
+    feedback: list[str] = field(default_factory=list)
+
+
+class Project:
+    def __init__(
+        self, state: State, ls: LabelStudio, delivery: Delivery, keep_versions: bool = False
+    ) -> None:
+        self.state, self.ls, self.delivery = state, ls, delivery
+        self.id = ls.project_id
+        self.keep_versions = keep_versions
+
+    # -- what is in the project ----------------------------------------------------------
+    def learn(self) -> int:
+        """Versions someone else put in the project since this state last looked.
+
+        Cheap when nothing happened: the project's task count is what this state
+        expects (one request); only when it is not are the tasks created since the
+        highest one seen read and their versions learnt.
+        """
+        expected = self.state.get_meta(_COUNT.format(self.id))
+        actual = self.delivery.call(self.ls.task_count)
+        if expected is not None and int(expected) == actual:
+            return 0
+        mark = int(self.state.get_meta(_MARK.format(self.id)) or 0) or self.state.highest_task_id(
+            self.id
+        )
+        found = []
+        highest = mark
+        for task_id, data in self.delivery.call(lambda: list(self.ls.tasks_after(mark))):
+            highest = max(highest, task_id)
+            version = remote_version(task_id, data)
+            if version is not None:
+                found.append(version)
+        known = self.state.versions_of(self.id, (v.thread_id for v in found))
+        keys = {v.sync_key for records in known.values() for v in records}
+        new = [r for v in found if v.sync_key not in keys for r in self._records(v)]
+        with self.state.transaction() as tx:
+            tx.add_versions(new)
+            tx.set_meta(_MARK.format(self.id), str(highest))
+            tx.set_meta(_COUNT.format(self.id), str(actual))
+        fresh = [v for v in new if not v.retired]
+        if fresh:
+            log.warning(
+                "%d tasks in project %d were made by another labelsync since this one last "
+                "looked (two state directories on one project?): learnt, none is sent again",
+                len(fresh),
+                self.id,
+            )
+        return len(fresh)
+
+    def expect(self, change: int) -> None:
+        """This labelsync added (or removed) tasks: what the next `learn` expects to count."""
+        key = _COUNT.format(self.id)
+        with self.state.transaction() as tx:
+            current = tx.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if current is not None:
+                tx.set_meta(key, str(int(current[0]) + change))
+
+    def rebuild(self) -> int:
+        """A new (or lost) state learns every version already in the project."""
+        remote = []
+        highest = 0
+        for found in self.ls.labelsync_versions():
+            remote.extend(self._records(found))
+            highest = max(highest, found.task_id)
+        count = self.delivery.call(self.ls.task_count)
+        with self.state.transaction() as tx:
+            tx.add_versions(remote)
+            tx.set_meta(_MARK.format(self.id), str(highest))
+            tx.set_meta(_COUNT.format(self.id), str(count))
+        live = [v for v in remote if not v.retired]
+        if live:
+            log.info("state rebuilt from Label Studio: %d existing versions", len(live))
+        return len(live)
+
+    def _records(self, found: Any) -> list[VersionRecord]:
+        records = [
+            VersionRecord(
+                self.id,
+                found.thread_id,
+                found.version,
+                found.sync_key,
+                found.task_id,
+                found.source_file,
+            )
+        ]
+        # Versions it superseded that are no longer in the project: known, retired.
+        records += [
+            VersionRecord(self.id, found.thread_id, version, key, 0, found.source_file, "", True)
+            for version, key in found.previous
+        ]
+        return records
+
+    # -- one live task per conversation ---------------------------------------------------
+    def tidy(self) -> Tidied:
+        """Retire (or mark not latest) every superseded version not yet tidied."""
+        done = Tidied()
+        for version in self.state.superseded(self.id):
+            task = self.delivery.call(partial(self.ls.task, version.task_id))
+            if task is None:  # gone already (deleted before a crash, or by a person)
+                with self.state.transaction() as tx:
+                    tx.retire(self.id, [version.sync_key])
+                continue
+            if not self.keep_versions and not _human_work(task):
+                self.delivery.call(partial(self.ls.delete_task, version.task_id))
+                with self.state.transaction() as tx:
+                    tx.retire(self.id, [version.sync_key])
+                self.expect(-1)
+                done.retired += 1
+                log.info(
+                    "retired %s version %d (task %d): nothing was done on it yet",
+                    version.thread_id,
+                    version.version,
+                    version.task_id,
+                )
+                continue
+            data = task.get("data") if isinstance(task.get("data"), dict) else None
+            if data is not None and data.get("latest") is not False:
+                data = {**data, "latest": False}
+                self.delivery.call(partial(self.ls.update_task, version.task_id, data))
+            with self.state.transaction() as tx:
+                tx.keep(self.id, [version.sync_key])
+            done.kept += 1
+        return done
+
+    # -- the chat user's feedback, changed after the conversation was sent -------------------
+    def update_feedback(self, updates: Iterable[tuple[VersionRecord, Conversation]]) -> int:
+        """updates: (the version whose content this is, the conversation as read now).
+        Returns how many tasks were updated."""
+        count = 0
+        for version, conversation in updates:
+            if version.retired or version.task_id <= 0:
+                continue  # not in the project any more: nothing shows it
+            task = self.delivery.call(partial(self.ls.task, version.task_id))
+            if task is None:
+                continue  # deleted from the project: nothing shows it
+            meta: dict[str, Any] = _dict(task.get("meta"))
+            ours = _dict(meta.get("labelsync"))
+            meta = {**meta, "labelsync": {**ours, "feedback": feedback_of(conversation)}}
+            data: dict[str, Any] | None = None
+            if not _human_work(task) and isinstance(task.get("data"), dict):
+                # Nobody judged it yet: show the new thumbs on their messages.
+                data = {**task["data"], **feedback_update(conversation)}
+            self.delivery.call(partial(self.ls.update_task, version.task_id, data, meta))
+            with self.state.transaction() as tx:
+                tx.set_feedback_key(self.id, version.sync_key, conversation.feedback_key)
+            count += 1
+        return count
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _human_work(task: dict[str, Any]) -> bool:
+    """An annotation, a skipped one, or a draft: something a person did on this task."""
+    return bool(
+        task.get("annotations")
+        or task.get("drafts")
+        or task.get("total_annotations")
+        or task.get("cancelled_annotations")
+    )

@@ -54,7 +54,7 @@ Contract for the engine:
 """
 
 from labelsync.redact.custom import CustomPattern
-from labelsync.redact.detectors import BUILTINS, Detector, Hit
+from labelsync.redact.detectors import BUILTINS
 from labelsync.redact.errors import RedactionConfigError, RedactionError
 from labelsync.redact.ner import DEFAULT_MODEL as DEFAULT_NER_MODEL
 from labelsync.redact.ner import ENTITIES as NER_DETECTORS
@@ -68,9 +68,7 @@ __all__ = [
     "DEFAULT_NER_MODEL",
     "NER_DETECTORS",
     "CustomPattern",
-    "Detector",
     "Finding",
-    "Hit",
     "Redaction",
     "RedactionConfigError",
     "RedactionError",

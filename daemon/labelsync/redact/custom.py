@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labelsync.redact.detectors import Detector, Hit
+from labelsync.redact.base import Detector, Hit
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
@@ -51,7 +51,9 @@ def compile_patterns(
         label = f"redaction pattern {index}"
         if isinstance(item, CustomPattern):
             fields: dict[str, Any] = {
-                "name": item.name, "regex": item.regex, "placeholder": item.placeholder
+                "name": item.name,
+                "regex": item.regex,
+                "placeholder": item.placeholder,
             }
         elif isinstance(item, Mapping):
             fields = dict(item)
@@ -73,8 +75,10 @@ def compile_patterns(
         before = len(problems)
         unknown = sorted(set(fields) - _KEYS)
         if unknown:
-            problems.append(f"{label}: unknown key(s) {', '.join(unknown)} "
-                            "(a pattern has name, regex and placeholder)")
+            problems.append(
+                f"{label}: unknown key(s) {', '.join(unknown)} "
+                "(a pattern has name, regex and placeholder)"
+            )
         if name is not None and name in reserved:
             problems.append(f"{label}: the name is taken by a built-in detector")
         elif name is not None and name in seen:

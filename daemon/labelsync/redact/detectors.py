@@ -16,32 +16,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections.abc import Iterator
 
 from labelsync.redact import checks
-
-
-class Hit(NamedTuple):
-    start: int
-    end: int
-    key: str  # the normalised value: used for numbering, never shown
-
-
-@dataclass(frozen=True)
-class Detector:
-    name: str
-    placeholder: str
-    find: Callable[[str], Iterator[Hit]] = field(repr=False, compare=False)
-    spec: str = field(default="", repr=False)  # what else defines it (a custom regex)
-
+from labelsync.redact.base import Detector, Hit, words_before
+from labelsync.redact.phone import find_phones
 
 # ---- e-mail ------------------------------------------------------------------
 
 # Unicode letters are allowed (\w); the top-level domain must be letters, so
-# `user@localhost` and `name@10.0.0.1` are not e-mail addresses here.
-_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@(?:[\w-]+\.)+[^\W\d_]{2,24}\b")
+# `user@localhost` and `name@10.0.0.1` are not e-mail addresses here, and
+# neither is a URL's user@host (ssh://git@example.org).
+_EMAIL = re.compile(r"(?<![\w.%+-])(?<!://)[\w.%+-]+@(?:[\w-]+\.)+[^\W\d_]{2,24}\b")
 
 
 def _emails(text: str) -> Iterator[Hit]:
@@ -58,7 +44,9 @@ def _emails(text: str) -> Iterator[Hit]:
 # ---- URL credentials ---------------------------------------------------------
 
 _SCHEME = re.compile(r"(?<![\w+.-])[A-Za-z][A-Za-z0-9+.-]{1,15}://")
-_AUTHORITY_END = re.compile(r"[/?#\s\"'<>`]")
+# Pasted connection strings carry raw "#", "?" and "@" in passwords, so the
+# URL is read up to white space or a quote, not up to the first delimiter.
+_URL_END = re.compile(r"[\s\"'<>`]")
 
 
 def _url_credentials(text: str) -> Iterator[Hit]:
@@ -66,14 +54,17 @@ def _url_credentials(text: str) -> Iterator[Hit]:
         return
     for m in _SCHEME.finditer(text):
         start = m.end()
-        end_m = _AUTHORITY_END.search(text, start)
-        authority = text[start : end_m.start() if end_m else len(text)]
-        # The last "@" ends the user information: a raw "@" in a pasted password
-        # must not leave its tail visible.
-        at = authority.rfind("@")
-        if at <= 0 or ":" not in authority[:at]:
-            continue  # no credentials, or a user name alone (ssh://git@host)
-        yield Hit(start, start + at, authority[:at])
+        end_m = _URL_END.search(text, start)
+        url = text[start : end_m.start() if end_m else len(text)]
+        # The last "@" ends the user information, so a raw "@" in a password
+        # does not leave its tail visible; a "/" before it means the "@" is in
+        # the path (https://host/@name), and no ":" means a user name alone
+        # (ssh://git@host), which is not a credential.
+        at = url.rfind("@")
+        userinfo = url[:at]
+        if at <= 0 or ":" not in userinfo or "/" in userinfo:
+            continue
+        yield Hit(start, start + at, userinfo)
 
 
 # ---- IP addresses ------------------------------------------------------------
@@ -82,13 +73,14 @@ _IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w]|\.\d)")
 # Colon-hex runs with at least two colons; `ipaddress` decides the rest.
 _IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{3,45}(?![\w:])")
 # Dotted quads that are versions or section numbers, not addresses.
-_IPV4_NOT_AFTER = frozenset(
-    {
-        "version", "versions", "ver", "v", "build", "release", "firmware", "kernel",
-        "patch", "update", "upgrade", "install", "installed", "sdk", "section", "chapter",
-        "clause", "step", "oid",
-    }
-)
+# fmt: off
+_IPV4_NOT_AFTER = frozenset({
+    "version", "versions", "ver", "v", "build", "release", "firmware", "kernel", "patch",
+    "update", "upgrade", "install", "installed", "sdk", "section", "chapter", "clause", "step",
+    "oid", "windows", "chrome", "firefox", "android", "ios", "macos", "python", "node", "java",
+    "office", "driver", "bios",
+})
+# fmt: on
 
 
 def _ips(text: str) -> Iterator[Hit]:
@@ -96,7 +88,7 @@ def _ips(text: str) -> Iterator[Hit]:
         for m in _IPV4.finditer(text):
             if any(int(octet) > 255 for octet in m.group().split(".")):
                 continue
-            if _words_before(text, m.start(), 2) & _IPV4_NOT_AFTER:
+            if words_before(text, m.start(), 2) & _IPV4_NOT_AFTER:
                 continue
             yield Hit(m.start(), m.end(), m.group())
     if "::" in text or text.count(":") >= 7:
@@ -163,103 +155,6 @@ def _ibans(text: str) -> Iterator[Hit]:
             yield Hit(m.start(), i, value)
 
 
-# ---- phone numbers -----------------------------------------------------------
-
-# Digits with spaces, dashes, dots and parentheses; an optional "+" in front.
-# Not after a letter, "#", "/", a currency sign or another number's separator.
-_PHONE = re.compile(
-    r"(?<![\w#/.:@$€£¥+\-])(?:\+ ?)?\(?\d[\d ().\u00a0\-]{5,24}\d(?![\w/@]|[.,:\-]?\d)"
-)
-_GROUP_SPLIT = re.compile(r"[^\d]+")
-_DATE = re.compile(r"\(?\d{1,4}[.\- ]\d{1,2}[.\- ]\d{1,4}\)?")
-_WORD = re.compile(r"[^\W\d_]+|#")
-# A number after these words is an order, a document or a version, whatever its shape.
-_PHONE_NOT_AFTER = frozenset(
-    {
-        "order", "orders", "invoice", "inv", "ref", "reference", "tracking", "track",
-        "ticket", "case", "isbn", "serial", "sku", "po", "transaction", "txn",
-        "confirmation", "booking", "reservation", "account", "acct", "iban", "id",
-        "version", "build", "release", "model", "part", "item", "product", "receipt",
-        "parcel", "shipment", "awb", "patent", "policy", "claim", "#", "code", "pin",
-    }
-)
-_PHONE_AFTER = frozenset(
-    {
-        "phone", "telephone", "tel", "tél", "call", "calling", "ring", "mobile", "cell",
-        "cellphone", "whatsapp", "sms", "text", "fax", "landline", "hotline", "dial",
-        "number", "reach", "contact", "telefon", "telefono", "handy",
-    }
-)
-
-
-def _words_before(text: str, start: int, count: int) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text[max(0, start - 40) : start])[-count:]}
-
-
-def _phone_shape(candidate: str, before: set[str]) -> bool:
-    """Whether a candidate reads as a phone number, given the words before it."""
-    digits = "".join(c for c in candidate if c.isdigit())
-    n = len(digits)
-    groups = [g for g in _GROUP_SPLIT.split(candidate) if g]
-    if candidate.startswith("+"):
-        return 8 <= n <= 15  # E.164: a country code and at most 15 digits
-    if before & _PHONE_NOT_AFTER:
-        return False
-    if _DATE.fullmatch(candidate) and n <= 8:
-        return False  # 2024-03-15, 15.03.2024, 03 15 2024
-    if "." in candidate and len(groups) == 4 and all(len(g) <= 3 for g in groups):
-        return False  # a dotted quad is the IP detector's
-    separated = len(groups) > 1
-    asked = bool(before & _PHONE_AFTER)
-    if digits.startswith("00") and separated:
-        return 10 <= n <= 17  # 00 44 20 ...: the international prefix
-    if checks.nanp(groups):
-        return True
-    if asked and not separated and (n == 10 or (n == 11 and digits[0] == "1")):
-        return checks.nanp([digits[-10:-7], digits[-7:-4], digits[-4:]])  # 2025550143
-    if digits[0] == "0" and digits[1] != "0" and 9 <= n <= 12:
-        # Trunk-prefixed national numbers (UK, FR, DE, IT, NL, AU, ...): grouped
-        # as people write them, or bare after a word that asks for a number.
-        return (separated and len(groups[-1]) >= 2 and len(groups[0]) <= 5) or asked
-    return asked and 7 <= n <= 12
-
-
-def _phones(text: str) -> Iterator[Hit]:
-    for m in _PHONE.finditer(text):
-        raw = m.group()
-        # A closing parenthesis without its opening one belongs to the sentence.
-        if raw.endswith(")") and "(" not in raw:
-            raw = raw[:-1]
-        start = m.start()
-        before = _words_before(text, start, 3)
-        if _phone_shape(raw, before):
-            yield Hit(start, start + len(raw), "".join(c for c in raw if c.isdigit()))
-            continue
-        # Two numbers side by side ("... 020 7946 0958 2024"): try the groups
-        # separated by spaces, longest first from each start.
-        yield from _phone_parts(text, start, raw, before)
-
-
-def _phone_parts(text: str, start: int, raw: str, before: set[str]) -> Iterator[Hit]:
-    parts = [(m.start(), m.end()) for m in re.finditer(r"\S+", raw)]
-    if len(parts) < 2:
-        return
-    i = 0
-    while i < len(parts):
-        for j in range(len(parts), i, -1):
-            if (i, j) == (0, len(parts)):
-                continue
-            piece = raw[parts[i][0] : parts[j - 1][1]]
-            if piece[0].isdigit() or piece[0] in "+(":
-                ctx = before if i == 0 else _words_before(text, start + parts[i][0], 3)
-                if sum(c.isdigit() for c in piece) >= 7 and _phone_shape(piece, ctx):
-                    digits = "".join(c for c in piece if c.isdigit())
-                    yield Hit(start + parts[i][0], start + parts[j - 1][1], digits)
-                    i = j - 1
-                    break
-        i += 1
-
-
 # In priority order: where two hits overlap, the earlier detector wins.
 # URL credentials first (a password may look like anything), then the
 # checksum-validated numbers, then the shapes that depend on context.
@@ -269,5 +164,5 @@ BUILTINS: tuple[Detector, ...] = (
     Detector("iban", "IBAN", _ibans),
     Detector("card", "CARD", _cards),
     Detector("ip", "IP", _ips),
-    Detector("phone", "PHONE", _phones),
+    Detector("phone", "PHONE", find_phones),
 )

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from labelsync.redact.detectors import Detector, Hit
+from labelsync.redact.base import Detector, Hit
 from labelsync.redact.errors import RedactionConfigError, RedactionError
 
 DEFAULT_MODEL = "en_core_web_sm"
@@ -64,9 +64,7 @@ class NamedEntities:
                 )
         except Exception as exc:
             # The library's message may quote the text; say only what failed.
-            raise RedactionError(
-                f"named-entity redaction failed ({type(exc).__name__})"
-            ) from None
+            raise RedactionError(f"named-entity redaction failed ({type(exc).__name__})") from None
         return [r for r in results if r.entity_type in self._entities]
 
 

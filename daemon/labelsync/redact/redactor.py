@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from labelsync.redact.detectors import Detector, Hit
+from labelsync.redact.base import Detector, Hit
 
 if TYPE_CHECKING:
     from labelsync.redact.ner import NamedEntities
@@ -114,9 +114,7 @@ class Redactor:
             last[m.group(1)] = max(last.get(m.group(1), 0), int(m.group(2)))
             yield m.start(), m.end()
 
-    def _select(
-        self, text: str, protected: list[tuple[int, int]]
-    ) -> list[tuple[Detector, Hit]]:
+    def _select(self, text: str, protected: list[tuple[int, int]]) -> list[tuple[Detector, Hit]]:
         """Every detector's hits; where two overlap, the higher-priority detector's wins."""
         taken = list(protected)
         chosen: list[tuple[Detector, Hit]] = []

@@ -30,8 +30,9 @@ def build_redactor(
     redaction is off, so a broken config file is reported before it is needed.
     """
     builtin_names = [d.name for d in BUILTINS]
-    custom, problems = compile_patterns(patterns, reserved={*builtin_names, *ner.ENTITIES,
-                                                            "default", "ner", "off", "none"})
+    custom, problems = compile_patterns(
+        patterns, reserved={*builtin_names, *ner.ENTITIES, "default", "ner", "off", "none"}
+    )
     names = _names(setting)
     valid = ["off", "default", *builtin_names, *ner.ENTITIES, "ner", *(d.name for d in custom)]
     if names and names <= OFF and len(names) == 1:
@@ -39,10 +40,13 @@ def build_redactor(
     else:
         unknown = sorted(n for n in names if n not in valid)
         if unknown:
-            problems.insert(0, (
-                f"LABELSYNC_REDACT: unknown detector{'s' if len(unknown) > 1 else ''} "
-                f"{', '.join(repr(n) for n in unknown)} (valid: {', '.join(valid)})"
-            ))
+            problems.insert(
+                0,
+                (
+                    f"LABELSYNC_REDACT: unknown detector{'s' if len(unknown) > 1 else ''} "
+                    f"{', '.join(repr(n) for n in unknown)} (valid: {', '.join(valid)})"
+                ),
+            )
     if problems:
         raise RedactionConfigError("; ".join(problems))
     if "default" in names:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator
+from functools import partial
 
 from labelsync.redact import checks
-from labelsync.redact.base import Detector, Hit, words_before
+from labelsync.redact.base import Detector, Hit, continues_a_run, side_by_side, words_before
 from labelsync.redact.phone import find_phones
 
 # ---- e-mail ------------------------------------------------------------------
@@ -98,30 +99,41 @@ def _ips(text: str) -> Iterator[Hit]:
                 address = ipaddress.IPv6Address(value)
             except ValueError:
                 continue
-            # "::" and "::1" carry nothing personal and read like code.
-            if sum(c.isalnum() for c in value) < 2 or address.is_loopback:
+            # "::1" carries nothing personal, and "a::b" is more likely code.
+            if sum(c.isalnum() for c in value) < 4 or address.is_loopback:
                 continue
             yield Hit(m.start(), m.start() + len(value), address.compressed)
 
 
 # ---- payment cards -----------------------------------------------------------
 
-# Digits in groups separated by one space or dash, taken whole: a candidate
-# neither starts nor ends inside a longer run of digit groups (a 22-digit
-# tracking number is not searched for a 16-digit card inside it).
-_CARD = re.compile(r"(?<![\w.,+-])(?<!\d[ -])\d(?:[ -]?\d){11,18}(?![\w]|[ -]\d|[.,]\d)")
+# A run of digit groups separated by one space or dash, taken whole (up to 25
+# groups): a candidate neither starts nor ends inside a longer run.
+_DIGIT_RUN = re.compile(r"(?<![\w.,+-])\d+(?:[ -]\d+){0,24}(?![\w]|[.,]\d)")
+_RUN_PART = re.compile(r"\d+")
 
 
 def _cards(text: str) -> Iterator[Hit]:
-    for m in _CARD.finditer(text):
-        value = m.group()
-        separators = {c for c in value if not c.isdigit()}
-        if len(separators) > 1:
-            continue  # "4111 1111-1111 1111" is not how a card is written
-        groups = re.split(r"[ -]", value)
-        digits = "".join(groups)
-        if checks.card_grouping_ok([len(g) for g in groups]) and checks.card_valid(digits):
-            yield Hit(m.start(), m.end(), digits)
+    for m in _DIGIT_RUN.finditer(text):
+        run = m.group()
+        if len(run) < 12 or continues_a_run(text, m.start()):
+            continue
+        parts = [(p.start(), p.end()) for p in _RUN_PART.finditer(run)]
+        if sum(e - s for s, e in parts) < 13:
+            continue
+        for i, j in side_by_side(len(parts), partial(_is_card, run, parts), widest=5):
+            start, end = m.start() + parts[i][0], m.start() + parts[j - 1][1]
+            yield Hit(start, end, "".join(c for c in text[start:end] if c.isdigit()))
+
+
+def _is_card(run: str, parts: list[tuple[int, int]], i: int, j: int) -> bool:
+    """Whether digit groups i..j of the run are one card (4-4-4-4-3 at most: 5 groups)."""
+    lengths = [e - s for s, e in parts[i:j]]
+    if not 13 <= sum(lengths) <= 19 or not checks.card_grouping_ok(lengths):
+        return False
+    if len({run[parts[k][1]] for k in range(i, j - 1)}) > 1:
+        return False  # "4111 1111-1111 1111" is not how a card is written
+    return checks.card_valid("".join(run[s:e] for s, e in parts[i:j]))
 
 
 # ---- IBAN --------------------------------------------------------------------

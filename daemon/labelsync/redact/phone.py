@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import partial
 
 from labelsync.redact import checks
-from labelsync.redact.base import Hit, words_before
+from labelsync.redact.base import Hit, continues_a_run, side_by_side, words_before
 
 # Digits with spaces, dashes, dots and parentheses; an optional "+" in front.
 # Not after a letter, "#", "/", a currency sign or another number's separator;
 # like cards, a candidate is a whole run of digit groups, never a piece of one.
 _PHONE = re.compile(
-    r"(?<![\w#/.:@$€£¥+\-])(?<!\d[ \u00a0])(?:\+ ?)?\(?\d[\d ().\u00a0\-]{5,40}\d"
-    r"(?![\w/@]|[ \u00a0.,:\-]?\d)"
+    r"(?<![\w#/.:@$€£¥+\-])(?:\+ ?)?\(?\d[\d ().\u00a0\-]{5,40}\d\)?"
+    r"(?![\w/@)]|[ \u00a0.,:\-]?\d)"
 )
 _GROUP_SPLIT = re.compile(r"[^\d]+")
+_PART = re.compile(r"\S+")
 _DATE = re.compile(r"\(?\d{1,4}[.\- ]\d{1,2}[.\- ]\d{1,4}\)?")
 # A number after these words is an order, a document or a version, whatever its shape.
 # fmt: off
@@ -50,6 +52,8 @@ def _phone_shape(candidate: str, before: set[str]) -> bool:
     groups = [g for g in _GROUP_SPLIT.split(candidate) if g]
     if candidate.startswith("+"):
         return 8 <= n <= 15  # E.164: a country code and at most 15 digits
+    if checks.nanp(groups) and any(c in candidate for c in "(-."):
+        return True  # (415) 555-0132, 415-555-0132: no order number looks like that
     if before & _PHONE_NOT_AFTER:
         return False
     if _DATE.fullmatch(candidate) and n <= 8:
@@ -79,47 +83,40 @@ def find_phones(text: str) -> Iterator[Hit]:
         if raw.endswith(")") and "(" not in raw:
             raw = raw[:-1]
         start = m.start()
+        if raw[0] != "+" and continues_a_run(text, start):
+            continue
         before = words_before(text, start, 3)
         if _phone_shape(raw, before):
             yield Hit(start, start + len(raw), "".join(c for c in raw if c.isdigit()))
             continue
-        # Two numbers side by side ("call 020 7946 0958 2024"): a phone number
-        # may start or end the run, never sit in its middle.
-        yield from _phone_ends(text, start, raw, before)
+        # Numbers side by side ("call 020 7946 0958 2024", a list of numbers):
+        # read the run, split at spaces, as phone numbers next to each other.
+        parts = [(p.start(), p.end()) for p in _PART.finditer(raw)]
+        upto = [0]  # digits before each part, so a piece's count is one subtraction
+        for s, e in parts:
+            upto.append(upto[-1] + sum(c.isdigit() for c in raw[s:e]))
+        fits = partial(_is_phone, text, start, raw, parts, upto, before - _PHONE_AFTER)
+        for i, j in side_by_side(len(parts), fits, widest=7):  # +33 6 12 34 56 78
+            piece = raw[parts[i][0] : parts[j - 1][1]]
+            digits = "".join(c for c in piece if c.isdigit())
+            yield Hit(start + parts[i][0], start + parts[j - 1][1], digits)
 
 
-def _phone_ends(text: str, start: int, raw: str, before: set[str]) -> Iterator[Hit]:
-    parts = [(m.start(), m.end()) for m in re.finditer(r"\S+", raw)]
-    n = len(parts)
-    # Digits before each part, so a piece's digit count is one subtraction.
-    upto = [0]
-    for s, e in parts:
-        upto.append(upto[-1] + sum(c.isdigit() for c in raw[s:e]))
-
-    def piece(i: int, j: int) -> Hit | None:
-        if not 7 <= upto[j] - upto[i] <= 17:
-            return None
-        value = raw[parts[i][0] : parts[j - 1][1]]
-        if not (value[0].isdigit() or value[0] in "+("):
-            return None
-        ctx = before if i == 0 else words_before(text, start + parts[i][0], 3)
-        if not _phone_shape(value, ctx):
-            return None
-        return Hit(
-            start + parts[i][0], start + parts[j - 1][1], "".join(filter(str.isdigit, value))
-        )
-
-    # The number beside the phone is one group ("2024", "12"), or a second
-    # phone number; otherwise the run is one long number (a parcel's) that
-    # merely contains phone-shaped pieces.
-    for j in range(n - 1, 0, -1):
-        head = piece(0, j)
-        rest = piece(j, n) if head and n - j > 1 else None
-        if head and (n - j == 1 or rest):
-            yield head
-            if rest:
-                yield rest
-            return
-    tail = piece(1, n)
-    if tail:
-        yield tail
+def _is_phone(
+    text: str,
+    start: int,
+    raw: str,
+    parts: list[tuple[int, int]],
+    upto: list[int],
+    before: set[str],
+    i: int,
+    j: int,
+) -> bool:
+    """Whether parts i..j of a run that starts at `start` are one phone number."""
+    if not 7 <= upto[j] - upto[i] <= 17:
+        return False
+    piece = raw[parts[i][0] : parts[j - 1][1]]
+    if not (piece[0].isdigit() or piece[0] in "+("):
+        return False
+    context = before if i == 0 else words_before(text, start + parts[i][0], 3) - _PHONE_AFTER
+    return _phone_shape(piece, context)

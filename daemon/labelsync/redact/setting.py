@@ -37,6 +37,8 @@ def build_redactor(
     valid = ["off", "default", *builtin_names, *ner.ENTITIES, "ner", *(d.name for d in custom)]
     if names and names <= OFF and len(names) == 1:
         names = set()
+    elif names & OFF:
+        problems.insert(0, f"LABELSYNC_REDACT: {setting!r} mixes off with detector names")
     else:
         unknown = sorted(n for n in names if n not in valid)
         if unknown:

@@ -160,17 +160,19 @@ def test_same_value_same_placeholder_across_messages_in_order_of_first_appearanc
             "Hi, I'm maria@example.com, or m.g@example.org",
             "Got it, I'll write to Maria@Example.COM. Card 4111 1111 1111 1111?",
             "Yes 4111111111111111, and call +44 20 7946 0958",
-            "Or +44-20-7946-0958. New mail: m.g@example.org",
+            "Or +44-20-7946-0958, in the UK 020 7946 0958. New mail: m.g@example.org",
+            "My other phone is +44 20 7946 0959",
         ]
     )
     assert result.texts == (
         "Hi, I'm <EMAIL_1>, or <EMAIL_2>",
         "Got it, I'll write to <EMAIL_1>. Card <CARD_1>?",
         "Yes <CARD_1>, and call <PHONE_1>",
-        "Or <PHONE_1>. New mail: <EMAIL_2>",
+        "Or <PHONE_1>, in the UK <PHONE_1>. New mail: <EMAIL_2>",
+        "My other phone is <PHONE_2>",
     )
-    assert dict(result.counts) == {"email": 4, "card": 2, "phone": 2}
-    assert result.total == 8
+    assert dict(result.counts) == {"email": 4, "card": 2, "phone": 4}
+    assert result.total == 10
 
 
 def test_numbering_starts_again_for_each_conversation() -> None:

@@ -80,7 +80,7 @@ def _pieces(text: str) -> Iterator[tuple[int, str]]:
 
 def load(selected: Sequence[str], model: str = DEFAULT_MODEL) -> NamedEntities:
     """Load Presidio on the spaCy model `model` (a package name or a directory), or say why not."""
-    names = ", ".join(selected)
+    subject = ", ".join(selected) + (" needs" if len(selected) == 1 else " need")
     try:
         import spacy
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
@@ -88,11 +88,13 @@ def load(selected: Sequence[str], model: str = DEFAULT_MODEL) -> NamedEntities:
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer
     except ImportError:
         raise RedactionConfigError(
-            f"LABELSYNC_REDACT: {names} need the named-entity extra: {_EXTRA}"
+            f"LABELSYNC_REDACT: {subject} the named-entity extra: {_EXTRA}"
         ) from None
+    if "/" in model and not Path(model).is_dir():
+        raise RedactionConfigError(f"LABELSYNC_REDACT: no spaCy model directory at {model}")
     if not (spacy.util.is_package(model) or Path(model).is_dir()):
         raise RedactionConfigError(
-            f"LABELSYNC_REDACT: {names} need the spaCy model {model!r}, which is not "
+            f"LABELSYNC_REDACT: {subject} the spaCy model {model!r}, which is not "
             f"installed: python -m spacy download {model} (it comes from GitHub), or "
             "install the model's wheel, or name a model directory"
         )

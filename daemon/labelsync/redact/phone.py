@@ -87,7 +87,7 @@ def find_phones(text: str) -> Iterator[Hit]:
             continue
         before = words_before(text, start, 3)
         if _phone_shape(raw, before):
-            yield Hit(start, start + len(raw), "".join(c for c in raw if c.isdigit()))
+            yield Hit(start, start + len(raw), _key(raw))
             continue
         # Numbers side by side ("call 020 7946 0958 2024", a list of numbers):
         # read the run, split at spaces, as phone numbers next to each other.
@@ -98,8 +98,13 @@ def find_phones(text: str) -> Iterator[Hit]:
         fits = partial(_is_phone, text, start, raw, parts, upto, before - _PHONE_AFTER)
         for i, j in side_by_side(len(parts), fits, widest=7):  # +33 6 12 34 56 78
             piece = raw[parts[i][0] : parts[j - 1][1]]
-            digits = "".join(c for c in piece if c.isdigit())
-            yield Hit(start + parts[i][0], start + parts[j - 1][1], digits)
+            yield Hit(start + parts[i][0], start + parts[j - 1][1], _key(piece))
+
+
+def _key(number: str) -> str:
+    # The last nine digits: "+44 20 7946 0958" and "020 7946 0958", or
+    # "+1 415 555 0132" and "(415) 555-0132", are one number written two ways.
+    return "".join(c for c in number if c.isdigit())[-9:]
 
 
 def _is_phone(

@@ -50,7 +50,7 @@ Contract for the engine:
 - Cost (python -m tests.bench.redaction, one shared core): the built-ins do
   about 30,000 to 100,000 short chat messages a second; named entities about
   150, one message at a time behind a lock, so with them on, redaction is most
-  of the sync time and worth doing where files are parsed, off the event loop.
+  of the sync time and best done in the read-ahead stage, where files are parsed.
 - Where two detectors claim overlapping text, the first in this order wins:
   url_credentials, email, iban, card, ip, phone, custom patterns (config
   order), then named entities. A hit that only partly overlaps a winning one is

@@ -12,6 +12,10 @@ class Hit(NamedTuple):
     start: int
     end: int
     key: str  # the normalised value: used for numbering, never shown
+    # Other keys the same value has when written another way: an international
+    # phone number's national forms. A hit keyed by one of them, and keyed so
+    # by its own detector, shares this value's placeholder.
+    also: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # the key is a personal value
         return f"Hit({self.start}, {self.end})"

@@ -87,7 +87,7 @@ def find_phones(text: str) -> Iterator[Hit]:
             continue
         before = words_before(text, start, 3)
         if _phone_shape(raw, before):
-            yield Hit(start, start + len(raw), _key(raw))
+            yield Hit(start, start + len(raw), *_key(raw))
             continue
         # Numbers side by side ("call 020 7946 0958 2024", a list of numbers):
         # read the run, split at spaces, as phone numbers next to each other.
@@ -98,13 +98,27 @@ def find_phones(text: str) -> Iterator[Hit]:
         fits = partial(_is_phone, text, start, raw, parts, upto, before - _PHONE_AFTER)
         for i, j in side_by_side(len(parts), fits, widest=7):  # +33 6 12 34 56 78
             piece = raw[parts[i][0] : parts[j - 1][1]]
-            yield Hit(start + parts[i][0], start + parts[j - 1][1], _key(piece))
+            yield Hit(start + parts[i][0], start + parts[j - 1][1], *_key(piece))
 
 
-def _key(number: str) -> str:
-    # The last nine digits: "+44 20 7946 0958" and "020 7946 0958", or
-    # "+1 415 555 0132" and "(415) 555-0132", are one number written two ways.
-    return "".join(c for c in number if c.isdigit())[-9:]
+def _key(number: str) -> tuple[str, tuple[str, ...]]:
+    """The key of a number, and for an international one the keys of its national forms.
+
+    "+44 20 7946 0958" and "020 7946 0958", or "+1 415 555 0132" and
+    "(415) 555-0132", are one number written two ways; two international
+    numbers are one only when all their digits are (a wrong country code shows).
+    """
+    digits = "".join(c for c in number if c.isdigit())
+    if number.startswith("+") or digits.startswith("00"):
+        digits = digits.removeprefix("00")
+        # The country code is 1 to 3 digits; Italy keeps its 0 after it.
+        national = tuple(digits[k:] for k in (1, 2, 3) if len(digits) - k >= 7)
+        return "+" + digits, national
+    if digits.startswith("0"):
+        return digits[1:], ()  # the trunk prefix
+    if len(digits) == 11 and digits.startswith("1"):
+        return digits[1:], ()  # 1-800-555-0199
+    return digits, ()
 
 
 def _is_phone(

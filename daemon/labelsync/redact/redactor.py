@@ -82,9 +82,8 @@ class Redactor:
         if not self.enabled:
             return Redaction(tuple(texts), MappingProxyType({}), tuple(() for _ in texts))
 
-        numbers: dict[tuple[str, str], int] = {}
-        last: dict[str, int] = {}
-        kept = [list(self._placeholders_in(text, last)) for text in texts]
+        numbering = _Numbering()
+        kept = [list(self._placeholders_in(text, numbering.last)) for text in texts]
         counts: Counter[str] = Counter()
         out: list[str] = []
         findings: list[tuple[Finding, ...]] = []
@@ -93,11 +92,7 @@ class Redactor:
             found: list[Finding] = []
             at = 0
             for det, hit in self._select(text, protected):
-                number = numbers.get((det.placeholder, hit.key))
-                if number is None:
-                    number = last[det.placeholder] = last.get(det.placeholder, 0) + 1
-                    numbers[(det.placeholder, hit.key)] = number
-                placeholder = f"<{det.placeholder}_{number}>"
+                placeholder = f"<{det.placeholder}_{numbering.number(det.placeholder, hit)}>"
                 pieces += [text[at : hit.start], placeholder]
                 found.append(Finding(hit.start, hit.end, det.name, placeholder))
                 counts[det.name] += 1
@@ -134,3 +129,32 @@ class Redactor:
                 yield det, hit
         if self._ner is not None:
             yield from self._ner.find_all(text)
+
+
+class _Numbering:
+    """Which value got which number, for one conversation."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}  # the highest number given per placeholder
+        self._own: dict[tuple[str, str], int] = {}  # by each value's own key
+        self._also: dict[tuple[str, str], int] = {}  # by the other ways a value is written
+
+    def number(self, placeholder: str, hit: Hit) -> int:
+        number = self._own.get((placeholder, hit.key))
+        if number is None and hit.also:
+            # An international number after its national form was seen.
+            number = next(
+                (self._own[(placeholder, a)] for a in hit.also if (placeholder, a) in self._own),
+                None,
+            )
+        elif number is None:
+            # A national number after its international form was seen. Never
+            # matched against another value's other forms: +1 555 0100 and
+            # +2 555 0100 stay two numbers.
+            number = self._also.get((placeholder, hit.key))
+        if number is None:
+            number = self.last[placeholder] = self.last.get(placeholder, 0) + 1
+        self._own.setdefault((placeholder, hit.key), number)
+        for other in hit.also:
+            self._also.setdefault((placeholder, other), number)
+        return number

@@ -76,10 +76,12 @@ CREATE TABLE conversations (
     key TEXT NOT NULL,                    -- the conversation's id, or its position if unreadable
     thread_id TEXT,
     position TEXT NOT NULL DEFAULT '',    -- '' (the whole file), '[3]', 'line 17'
-    status TEXT NOT NULL,   -- synced | waiting | too_short | quarantined | rejected | not_sampled
+    status TEXT NOT NULL,   -- synced | waiting | too_short | quarantined | rejected
+                            -- | not_sampled | deferred (over a cap, sent later)
     reason TEXT,
     sync_key TEXT,
     project_id INTEGER,
+    rule TEXT,                            -- the rule that matched it (routing, always send)
     updated_at REAL NOT NULL,
     PRIMARY KEY (path, key)
 );
@@ -192,11 +194,12 @@ class ConversationRecord:
     path: str
     key: str
     thread_id: str | None
-    status: str  # synced | waiting | too_short | quarantined | not_sampled
+    status: str  # synced | waiting | too_short | quarantined | rejected | not_sampled | deferred
     reason: str | None = None
     position: str = ""
     sync_key: str | None = None
     project_id: int | None = None
+    rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -295,10 +298,10 @@ class Tx:
         now = time.time()
         self.db.executemany(
             "INSERT INTO conversations (path, key, thread_id, position, status, reason,"
-            " sync_key, project_id, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+            " sync_key, project_id, rule, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT (path, key) DO UPDATE SET thread_id=excluded.thread_id,"
             " position=excluded.position, status=excluded.status, reason=excluded.reason,"
-            " sync_key=excluded.sync_key, project_id=excluded.project_id,"
+            " sync_key=excluded.sync_key, project_id=excluded.project_id, rule=excluded.rule,"
             " updated_at=excluded.updated_at",
             [
                 (
@@ -310,6 +313,7 @@ class Tx:
                     _t(c.reason),
                     c.sync_key,
                     c.project_id,
+                    c.rule,
                     now,
                 )
                 for c in rows
@@ -588,6 +592,14 @@ class State:
         )
         return {r[1]: ConversationRecord(*r) for r in rows}
 
+    def sent_since(self, project_id: int, since: float) -> int:
+        """Tasks created in a project since a time: what a cap per hour or day counts."""
+        rows = self._rows(
+            "SELECT COUNT(*) FROM versions WHERE project_id = ? AND synced_at >= ? AND task_id > 0",
+            (project_id, since),
+        )
+        return int(rows[0][0])
+
     def with_status(self, status: str) -> list[tuple[str, str]]:
         """(file, conversation key) of every conversation last decided with this status."""
         return [
@@ -648,6 +660,14 @@ class State:
             + self._rows("SELECT COUNT(*) FROM files WHERE status = 'quarantined'")[0][0]
         )
         counts["open_tailed"] = self._rows("SELECT COUNT(*) FROM tailed WHERE open = 1")[0][0]
+        for rule, n in self._rows(
+            "SELECT rule, COUNT(*) FROM conversations WHERE rule IS NOT NULL GROUP BY rule"
+        ):
+            counts[f"rule:{rule}"] = n
+        for project, n in self._rows(
+            "SELECT project_id, COUNT(*) FROM versions WHERE retired_at IS NULL GROUP BY project_id"
+        ):
+            counts[f"project:{project}"] = n
         return counts
 
     def problems(self, status: str, limit: int | None = None) -> list[tuple[str, str, str]]:

@@ -123,6 +123,9 @@ def backfill(
         ) as progress:
             bar = progress.add_task("dry run" if dry_run else "files", total=len(files))
             retry = [] if dry_run else engine.retry_rejected()
+            if recheck and not dry_run:
+                with engine.state.transaction() as tx:
+                    tx.reopen_all_tailed()
             tally.update(
                 engine.sync(
                     files,
@@ -198,6 +201,8 @@ _LABELS = {
     "feedback": "feedback changed, content sent before",
     "waiting": "waiting for more turns",
     "too_short": "too short, will not grow",
+    "not_sampled": "not in the sample (LABELSYNC_SAMPLE_RATE)",
+    "deferred": "over a cap, sent later",
     "quarantined": "quarantined or rejected in this run",
     "skipped": "skipped (not regular files, ...)",
     "changing": "still being written (next run)",
@@ -227,6 +232,12 @@ def _summary(
     table.add_row(
         "quarantined in all", str(counts.get("quarantined", 0) + counts.get("rejected", 0))
     )
+    for key in sorted(k for k in tally if k.startswith("rule:")):
+        table.add_row(f"matched rule {key[5:]!r}", str(tally[key]))
+    redacted = {k[9:]: n for k, n in tally.items() if k.startswith("redacted:")}
+    if redacted:
+        found = ", ".join(f"{n} {kind}" for kind, n in sorted(redacted.items()))
+        table.add_row("personal data redacted", found)
     console.print(table)
     short = tally.get("too_short", 0)
     if short:
@@ -249,27 +260,35 @@ def _engine(
     from labelsync.delivery import Delivery, RetryPolicy
     from labelsync.engine import Engine, EngineConfig
     from labelsync.labelstudio import LabelStudio
+    from labelsync.sending import Caps
     from labelsync.state import open_state_dir
 
     settings.require("label_studio_api_key", "label_studio_project_id")
     assert settings.label_studio_project_id is not None
+    rules, redactor = settings.production_rules(), settings.redactor()
     beat = heartbeat or (lambda: None)
-    ls = LabelStudio(
-        settings.label_studio_url,
-        settings.api_key,
-        settings.label_studio_project_id,
-        settings.timeout_seconds,
-        import_timeout_s=settings.import_timeout_seconds,
-        stop=stop,
-        heartbeat=beat,
-    )
-    delivery = Delivery(
-        ls,
-        stop,
-        policy or RetryPolicy(attempts=settings.retry_attempts),
-        heartbeat=beat,
-        max_request_bytes=settings.max_request_bytes,
-    )
+
+    def connect(project_id: int) -> tuple[LabelStudio, Delivery]:
+        """A project's connection and retry policy: the default one, or one rules name."""
+        ls = LabelStudio(
+            settings.label_studio_url,
+            settings.api_key,
+            project_id,
+            settings.timeout_seconds,
+            import_timeout_s=settings.import_timeout_seconds,
+            stop=stop,
+            heartbeat=beat,
+        )
+        delivery = Delivery(
+            ls,
+            stop,
+            policy or RetryPolicy(attempts=settings.retry_attempts),
+            heartbeat=beat,
+            max_request_bytes=settings.max_request_bytes,
+        )
+        return ls, delivery
+
+    ls, delivery = connect(settings.label_studio_project_id)
     if check:  # a wrong key or project is one clear line before anything else happens
         delivery.call(ls.project_title)
     state, lock = open_state_dir(settings.state_dir)
@@ -282,8 +301,11 @@ def _engine(
             options=settings.options,
             max_wait_s=settings.max_wait_seconds,
             keep_versions=settings.keep_versions,
+            rules=rules,
+            caps=Caps(settings.cap_per_hour, settings.cap_per_day),
+            redactor=redactor,
         )
-        yield Engine(state, ls, delivery, config, stop, beat)
+        yield Engine(state, ls, delivery, config, stop, beat, connect=connect)
     finally:
         state.close()
         lock.release()
@@ -407,6 +429,7 @@ _PROBLEMS = (
     ("rejected", "rejected by Label Studio (tried again every 10 min and at start)"),
     ("waiting", "waiting for more turns"),
     ("too_short", "too short (will not grow)"),
+    ("deferred", "over a cap (sent when there is room)"),
     ("skipped", "skipped"),
 )
 
@@ -463,6 +486,18 @@ def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
         f"{counts.get('too_short', 0)} too short, {counts.get('quarantined', 0)} quarantined, "
         f"{counts.get('rejected', 0)} rejected"
     )
+    if counts.get("not_sampled"):
+        click.echo(
+            f"sampling:       {counts['not_sampled']} conversations not in the sample "
+            "(LABELSYNC_SAMPLE_RATE; raise it and `labelsync backfill --recheck`)"
+        )
+    rules_seen = {k[5:]: n for k, n in counts.items() if k.startswith("rule:")}
+    for rule, n in sorted(rules_seen.items()):
+        click.echo(f"rule:           {rule!r} matched {n} conversations")
+    projects = {k[8:]: n for k, n in counts.items() if k.startswith("project:")}
+    if len(projects) > 1:
+        for project, n in sorted(projects.items()):
+            click.echo(f"project {project}:     {n} tasks")
     if counts.get("open_tailed"):
         click.echo(
             f"logs:           {counts['open_tailed']} conversations with new lines to decide"
@@ -518,11 +553,21 @@ def _ago(at: float) -> str:
 @click.pass_context
 def validate(ctx: click.Context, files: tuple[Path, ...], show: bool) -> None:
     """Say what labelsync reads in each file, and exactly what is wrong."""
+    from labelsync import privacy
     from labelsync.files import TooLarge, Unreadable, Unsettled
     from labelsync.inspect import inspect
-    from labelsync.task import build_task
+    from labelsync.task import draft_task
 
     settings = _settings(ctx)
+    with _user_errors():
+        redactor = settings.redactor()
+        # Without a project id the rules still say what they would do, to "the default".
+        if settings.label_studio_project_id is None:
+            settings = settings.model_copy(update={"label_studio_project_id": 1})
+            default_named = False
+        else:
+            default_named = True
+        rules = settings.production_rules()
     bad = 0
     for path in files:
         try:
@@ -585,9 +630,21 @@ def validate(ctx: click.Context, files: tuple[Path, ...], show: bool) -> None:
                 f"{path}: note: unknown roles {sorted(unknown)} are shown as they are "
                 "(LABELSYNC_ROLE_MAP maps them)"
             )
+        if (show or rules.rules or rules.sample_rate < 1) and report.conversations:
+            for c in report.conversations[: 10 if show else 3]:
+                routing = rules.route(privacy.identity(c, redactor))
+                where = routing.reason
+                if not default_named:
+                    where = where.replace("project 1 ", "the default project ")
+                click.echo(f"{escape(str(path))}: {escape(c.thread_id)}: {escape(where)}")
         if show and report.conversations:
-            first = report.conversations[0]
-            task = build_task(first, 1, path.name)
+            first = privacy.identity(report.conversations[0], redactor)
+            shown, file_name, counts = privacy.shown(first, path.name, redactor)
+            redaction = redactor.config_id if redactor.enabled else None
+            task = draft_task(first, file_name, shown, redaction).numbered(1)
+            if redactor.enabled:
+                found = ", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "nothing"
+                click.echo(f"{escape(str(path))}: redacted: {found}")
             click.echo(json.dumps(task, indent=2, ensure_ascii=False))
         if report.problems:
             bad += 1
@@ -603,8 +660,14 @@ def validate(ctx: click.Context, files: tuple[Path, ...], show: bool) -> None:
     help="community, enterprise (the <Chat> tag; paid editions only) or a path to an XML file.",
 )
 @click.option("--title", default="Chatbot conversation evaluation", show_default=True)
+@click.option(
+    "--rules",
+    "for_rules",
+    is_flag=True,
+    help="Create the projects the [[rules]] of the --config file name by title, if missing.",
+)
 @click.pass_context
-def init_project(ctx: click.Context, template: str, title: str) -> None:
+def init_project(ctx: click.Context, template: str, title: str, for_rules: bool) -> None:
     """Create the evaluation project in Label Studio and print its id."""
     from labelsync.labelstudio import LabelStudio
 
@@ -613,10 +676,25 @@ def init_project(ctx: click.Context, template: str, title: str) -> None:
         settings.require("label_studio_api_key")
     label_config = load_template(template)
     ls = LabelStudio(settings.label_studio_url, settings.api_key, 0, settings.timeout_seconds)
-    with _user_errors():
-        project_id = ls.create_project(
-            title, label_config, "Conversations synced by labelsync. One task per version."
+    description = "Conversations synced by labelsync. One task per version."
+    if for_rules:
+        titles = sorted(
+            {str(r["project"]) for r in settings.rules if isinstance(r.get("project"), str)}
         )
+        if not titles:
+            raise _Fail("configuration: the --config file's [[rules]] name no project by title")
+        with _user_errors():
+            existing = ls.project_ids_by_title()
+            for name in titles:
+                if name in existing:
+                    click.echo(f"{existing[name]}\t{name} (exists)")
+                    continue
+                project_id = ls.create_project(name, label_config, description)
+                _create_view(settings, project_id)
+                click.echo(f"{project_id}\t{name}")
+        return
+    with _user_errors():
+        project_id = ls.create_project(title, label_config, description)
         _create_view(settings, project_id)
     click.echo(project_id)
     click.echo(

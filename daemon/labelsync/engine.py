@@ -28,23 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelsync import intake
-from labelsync.contract import Conversation
-from labelsync.delivery import Delivery, Outgoing
+from labelsync.delivery import Delivery
 from labelsync.files import FileStat, Found, Unreadable, Unsettled, display, is_lines
-from labelsync.intake import FileDone, Item, ReadConfig, Unsettle, Work
+from labelsync.intake import Item, ReadConfig, Work
 from labelsync.labelstudio import LabelStudio
-from labelsync.plan import NewVersion, Quarantine, Skip, TooShort, UpdateFeedback, Wait, plan
 from labelsync.project import Project
 from labelsync.readers.base import Options
+from labelsync.redact import Redactor
+from labelsync.rules import Rules
+from labelsync.sending import Caps, Sender
 from labelsync.state import (
     ConversationRecord,
     FileRecord,
-    Pending,
     State,
     Tailed,
-    VersionRecord,
 )
 from labelsync.tail import index
+from labelsync.targets import Connect, Target, Targets
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ OUTCOMES = (
     "feedback",
     "waiting",
     "too_short",
+    "not_sampled",
+    "deferred",
     "quarantined",
     "skipped",
     "changing",
@@ -76,6 +78,9 @@ class EngineConfig:
     options: Options = field(default_factory=Options)
     max_wait_s: float = 3600.0  # quiet this long: a short conversation will not grow
     keep_versions: bool = False  # False: earlier versions nobody worked on are retired
+    rules: Rules | None = None  # sampling and routing; None: everything to the default project
+    caps: Caps = field(default_factory=Caps)
+    redactor: Redactor = field(default_factory=Redactor)
 
 
 @dataclass
@@ -98,7 +103,9 @@ class Engine:
         stop: threading.Event,
         heartbeat: Callable[[], object] = lambda: None,
         now: Callable[[], float] = time.time,
+        connect: Connect | None = None,
     ) -> None:
+        """connect(project_id): a connection and delivery for a project rules route to."""
         self.state = state
         self.ls = ls
         self.delivery = delivery
@@ -110,9 +117,15 @@ class Engine:
         self.now = now
         self.project_id = ls.project_id
         self.project = Project(state, ls, delivery, config.keep_versions)
-        self._read = ReadConfig(
-            config.root, config.options, config.max_file_bytes, config.max_wait_s
+        rules = config.rules or Rules(ls.project_id)
+        self.targets = Targets(
+            state, Target(ls, delivery, self.project), rules, connect, config.keep_versions
         )
+        self.sender = Sender(state, self.targets, config.min_turns, config.caps, now)
+        self._read = ReadConfig(
+            config.root, config.options, config.max_file_bytes, config.max_wait_s,
+            config.redactor,
+        )  # fmt: skip
 
     # -- start-up ------------------------------------------------------------------------
     def prepare(self) -> Counter[str]:
@@ -122,46 +135,14 @@ class Engine:
             # A new (or lost) state learns what is already in the project before sending.
             tally["recovered"] += self.project.rebuild()
             self.state.set_meta("rebuilt", str(time.time()))
+        self.targets.resolve_titles()
         return tally
 
-    def _resolve_outbox(self) -> int:
-        pending = [p for p in self.state.pending() if p.project_id == self.project_id]
-        if not pending:
-            return 0
-        # An import sent just before a crash may still be running in Label Studio:
-        # its outcome is unknown until the request's own deadline has passed.
-        settle_until = max(p.sent_at for p in pending) + self.ls.timeout_s
-        delay = settle_until - time.time()
-        if delay > 0:
-            log.info("waiting %.0f s for imports interrupted by a crash to settle", delay)
-            self.delivery.pause(delay)
-        found = self.delivery.resolve([p.sync_key for p in pending])
-        with self.state.transaction() as tx:
-            tx.add_versions(
-                VersionRecord(
-                    p.project_id,
-                    p.thread_id,
-                    p.version,
-                    p.sync_key,
-                    found[p.sync_key],
-                    p.source_file,
-                )
-                for p in pending
-                if p.sync_key in found
-            )
-            tx.drop_outbox((p.project_id, p.sync_key) for p in pending)
-        self.project.expect(len(found))
-        log.info(
-            "outbox resolved: %d imported before the interruption, %d to send again",
-            len(found),
-            len(pending) - len(found),
-        )
-        return len(found)
-
     def retry_rejected(self) -> list[str]:
-        """What Label Studio rejected is tried again (the project's config may have changed):
-        reopens such conversations of logs, returns the documents to read again."""
-        rejected = self.state.with_status("rejected")
+        """What Label Studio rejected (the project's config may have changed) and what a cap
+        held back are tried again: reopens such conversations of logs, returns the
+        documents to read again."""
+        rejected = self.state.with_status("rejected") + self.state.with_status("deferred")
         threads = [key for path, key in rejected if is_lines(Path(path))]
         if threads:
             with self.state.transaction() as tx:
@@ -202,7 +183,7 @@ class Engine:
         if not documents or self.stop.is_set():
             return report
         if not dry_run:
-            report.tally["recovered"] += self._resolve_outbox()
+            report.tally["recovered"] += self.sender.resolve_outbox()
         stream = intake.documents(
             documents, known, self._read, reread=lambda p: recheck or p in forced, now=self.now
         )
@@ -342,7 +323,7 @@ class Engine:
         """Conversations of logs that are due (default: every one with new lines)."""
         report = SyncReport()
         if not dry_run:
-            report.tally["recovered"] += self._resolve_outbox()
+            report.tally["recovered"] += self.sender.resolve_outbox()
         threads = self.state.tailed(open_only=True)
         if thread_ids is not None:
             wanted = set(thread_ids)
@@ -387,216 +368,12 @@ class Engine:
                     if ahead is None:
                         ahead = reader.submit(next, chunks, None)
 
-                self._decide(chunk, report, dry_run, read_next)
+                sent = self.sender.handle(chunk, report.tally, dry_run, read_next)
+                report.unsettled.extend(Path(p) for p in sent.unsettled)
+                report.sent.extend(sent.sent)
                 read_next()
                 self.heartbeat()
                 advance(sum(1 for item in chunk if not isinstance(item, Work)))
-
-    def _decide(
-        self,
-        chunk: list[Item],
-        report: SyncReport,
-        dry_run: bool,
-        while_importing: Callable[[], None],
-    ) -> None:
-        tally = report.tally
-        works = [item for item in chunk if isinstance(item, Work)]
-        done = [item for item in chunk if isinstance(item, FileDone)]
-        for item in chunk:
-            if isinstance(item, Unsettle):
-                tally["changing"] += 1
-                report.unsettled.append(item.path)
-        for item in done:
-            if item.record.status in ("quarantined", "unreadable"):
-                tally["quarantined"] += 1
-                log.warning("quarantined %s: %s", item.record.path, item.record.reason)
-            elif item.record.status == "skipped":
-                tally["skipped"] += 1
-                log.info("skipped %s: %s", item.record.path, item.record.reason)
-        tally["conversations"] += len(works)
-        known = self.state.versions_of(
-            self.project_id,
-            (w.parsed.thread_id for w in works if isinstance(w.parsed, Conversation)),
-        )
-        records: list[ConversationRecord] = []
-        outgoing: list[tuple[Work, int, list[tuple[int, str]]]] = []
-        feedback: list[tuple[VersionRecord, Conversation]] = []
-        before = {t: [(v.version, v.sync_key) for v in vs] for t, vs in known.items()}
-        for work, decision in plan(
-            ((w, w.parsed, w.settled) for w in works), known, self.config.min_turns
-        ):
-            if isinstance(decision, NewVersion):
-                assert isinstance(work.parsed, Conversation)
-                earlier = before.setdefault(work.parsed.thread_id, [])
-                outgoing.append((work, decision.version, list(earlier)))
-                earlier.append((decision.version, work.parsed.sync_key))
-                continue
-            if isinstance(decision, UpdateFeedback) and isinstance(work.parsed, Conversation):
-                feedback.append((decision.version, work.parsed))
-            if isinstance(decision, (Skip, UpdateFeedback)):
-                tally["duplicates" if isinstance(decision, Skip) else "feedback"] += 1
-                status, reason = (
-                    "synced",
-                    (
-                        decision.reason
-                        if isinstance(decision, Skip)
-                        else f"same content as version {decision.version.version}"
-                    ),
-                )
-            elif isinstance(decision, Wait):
-                tally["waiting"] += 1
-                status, reason = "waiting", decision.reason
-            elif isinstance(decision, TooShort):
-                tally["too_short"] += 1
-                status, reason = "too_short", decision.reason
-            else:
-                assert isinstance(decision, Quarantine)
-                tally["quarantined"] += 1
-                status, reason = "quarantined", decision.reason
-                log.warning(
-                    "quarantined %s%s: %s",
-                    work.path,
-                    f" {work.position}" if work.position else "",
-                    reason,
-                )
-            records.append(self._record(work, status, reason))
-
-        if dry_run:
-            for _, version, _ in outgoing:
-                tally["new_tasks" if version == 1 else "new_versions"] += 1
-            return
-        if outgoing:
-            # Another labelsync on this project? Learn what it sent before sending.
-            learnt = self.project.learn()
-            if learnt:
-                tally["recovered"] += learnt
-                outgoing = self._replan(outgoing, records, tally)
-        self._deliver(outgoing, records, done, works, report, while_importing)
-        if feedback:
-            self.project.update_feedback(feedback)
-        if any(version > 1 for _, version, _ in outgoing):
-            tidied = self.project.tidy()
-            tally["retired"] += tidied.retired
-
-    def _record(self, work: Work, status: str, reason: str | None) -> ConversationRecord:
-        parsed = work.parsed
-        thread = parsed.thread_id if isinstance(parsed, Conversation) else None
-        key = parsed.sync_key if isinstance(parsed, Conversation) else None
-        return ConversationRecord(
-            work.path, work.key, thread, status, reason, work.position, key, self.project_id
-        )
-
-    def _replan(
-        self,
-        outgoing: list[tuple[Work, int, list[tuple[int, str]]]],
-        records: list[ConversationRecord],
-        tally: Counter[str],
-    ) -> list[tuple[Work, int, list[tuple[int, str]]]]:
-        """Decide again what was to be sent, now that versions someone else sent are known."""
-        works = [work for work, _, _ in outgoing]
-        known = self.state.versions_of(
-            self.project_id,
-            (w.parsed.thread_id for w in works if isinstance(w.parsed, Conversation)),
-        )
-        before = {t: [(v.version, v.sync_key) for v in vs] for t, vs in known.items()}
-        again: list[tuple[Work, int, list[tuple[int, str]]]] = []
-        for work, decision in plan(
-            ((w, w.parsed, w.settled) for w in works), known, self.config.min_turns
-        ):
-            assert isinstance(work.parsed, Conversation)
-            if isinstance(decision, NewVersion):
-                earlier = before.setdefault(work.parsed.thread_id, [])
-                again.append((work, decision.version, list(earlier)))
-                earlier.append((decision.version, work.parsed.sync_key))
-            else:
-                tally["duplicates"] += 1
-                reason = getattr(decision, "reason", "sent by another labelsync")
-                records.append(self._record(work, "synced", reason))
-        return again
-
-    def _deliver(
-        self,
-        outgoing: list[tuple[Work, int, list[tuple[int, str]]]],
-        records: list[ConversationRecord],
-        done: list[FileDone],
-        works: list[Work],
-        report: SyncReport,
-        while_importing: Callable[[], None],
-    ) -> None:
-        tally = report.tally
-        now = time.time()
-        batch: list[tuple[Work, Pending, Outgoing]] = []
-        for work, version, previous in outgoing:
-            conversation, draft = work.parsed, work.draft
-            assert isinstance(conversation, Conversation) and draft is not None
-            pending = Pending(
-                self.project_id,
-                conversation.sync_key,
-                conversation.thread_id,
-                version,
-                draft.data["source_file"],
-                now,
-            )
-            task = draft.numbered(version, previous)
-            batch.append((work, pending, Outgoing(conversation.sync_key, task)))
-        with self.state.transaction() as tx:
-            tx.put_conversations(records)
-            tx.put_outbox(pending for _, pending, _ in batch)
-
-        delivered = None
-        if batch:
-            started = time.monotonic()
-            while_importing()
-            delivered = self.delivery.send([out for _, _, out in batch])
-            tally["recovered"] += delivered.found_existing
-            self.project.expect(len(delivered.task_ids))
-            log.debug(
-                "imported %d tasks in %.2f s", len(delivered.task_ids), time.monotonic() - started
-            )
-
-        versions, sent = [], []
-        for work, pending, _ in batch:
-            assert delivered is not None and isinstance(work.parsed, Conversation)
-            key = pending.sync_key
-            if key in delivered.task_ids:
-                task_id = delivered.task_ids[key]
-                versions.append(
-                    VersionRecord(
-                        self.project_id,
-                        pending.thread_id,
-                        pending.version,
-                        key,
-                        task_id,
-                        pending.source_file,
-                        work.parsed.feedback_key,
-                    )
-                )
-                sent.append(
-                    self._record(work, "synced", f"version {pending.version}, task {task_id}")
-                )
-                tally["new_tasks" if pending.version == 1 else "new_versions"] += 1
-                report.sent.append((work.path, work.changed_at))
-                log.info(
-                    "sent %s as version %d (task %d) from %s",
-                    pending.thread_id,
-                    pending.version,
-                    task_id,
-                    pending.source_file,
-                )
-            else:
-                reason = delivered.rejected.get(key, "not imported")
-                sent.append(self._record(work, "rejected", f"Label Studio rejected it: {reason}"))
-                tally["quarantined"] += 1
-                log.warning("rejected by Label Studio %s: %s", work.path, reason)
-        with self.state.transaction() as tx:
-            tx.add_versions(versions)
-            tx.put_conversations(sent)
-            tx.put_files(item.record for item in done)
-            for item in done:
-                if item.keys is not None:
-                    tx.keep_only_conversations(item.record.path, item.keys)
-            tx.close_tailed(w.key for w in works if w.tailed)
-            tx.drop_outbox((pending.project_id, pending.sync_key) for _, pending, _ in batch)
 
 
 def _chunked(stream: Iterator[Item], size: int) -> Iterator[list[Item]]:

@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labelsync import privacy
 from labelsync.contract import Conversation, InvalidConversation
 from labelsync.files import FileStat, Found, TooLarge, Unreadable, Unsettled, display
 from labelsync.plan import ENDED, FINAL, QUIET
 from labelsync.readers.base import Options
+from labelsync.redact import Redactor
 from labelsync.sources import open_document
 from labelsync.state import FileRecord, LineRef, Tailed
 from labelsync.tail import assemble
@@ -44,6 +46,8 @@ class Work:
     settled: str | None = None  # why it cannot grow any more (plan.FINAL, ...), if so
     tailed: bool = False  # assembled from log lines
     changed_at: float = 0.0  # wall time of its last change (file mtime, or its last line)
+    redacted: dict[str, int] = field(default_factory=dict)  # detector -> values replaced
+    shown: Conversation | None = None  # as it may leave the machine (redacted)
     missing: list[str] = field(default_factory=list)  # its lines that could not be read
 
 
@@ -72,6 +76,23 @@ class ReadConfig:
     options: Options
     max_file_bytes: int
     max_wait_s: float  # quiet this long: a short conversation will not grow
+    redactor: Redactor = field(default_factory=Redactor)  # off unless LABELSYNC_REDACT
+
+    def draft(self, conversation: Conversation, source_file: str) -> Drafted:
+        """The conversation under a safe id, as it may be shown, and its task."""
+        conversation = privacy.identity(conversation, self.redactor)
+        shown, file_name, counts = privacy.shown(conversation, source_file, self.redactor)
+        redaction = self.redactor.config_id if self.redactor.enabled else None
+        task = draft_task(conversation, file_name, shown, redaction)
+        return Drafted(conversation, shown, task, counts)
+
+
+@dataclass(frozen=True)
+class Drafted:
+    conversation: Conversation  # under an id with no personal data in it
+    shown: Conversation  # its texts as they may leave the machine (redacted)
+    task: TaskDraft
+    redacted: dict[str, int]  # detector -> values replaced
 
 
 def documents(
@@ -136,15 +157,19 @@ def _document(
                 keys.append(entry.position or "")
                 yield Work(key, entry.position or "", entry.position, parsed)
                 continue
+            drafted = config.draft(parsed, relative)
+            parsed = drafted.conversation
             keys.append(parsed.thread_id)
             yield Work(
                 key,
                 parsed.thread_id,
                 entry.position,
                 parsed,
-                draft_task(parsed, relative),
+                drafted.task,
                 _settled(parsed, quiet),
                 changed_at=doc.stat.mtime_ns / 1e9,
+                redacted=drafted.redacted,
+                shown=drafted.shown,
             )
     except Unsettled:
         yield Unsettle(path)
@@ -180,16 +205,20 @@ def assembled(
             if tailed.ended and not conversation.ended:
                 conversation = _with_ended(conversation)
             quiet = now() - tailed.last_at >= config.max_wait_s
+            relative = _relative(Path(tailed.path), config.root)
+            drafted = config.draft(conversation, relative)
             yield Work(
                 tailed.path,
                 tailed.thread_id,
                 "",
-                conversation,
-                draft_task(conversation, _relative(Path(tailed.path), config.root)),
-                _settled(conversation, quiet),
+                drafted.conversation,
+                drafted.task,
+                _settled(drafted.conversation, quiet),
                 tailed=True,
                 changed_at=tailed.last_at,
                 missing=missing,
+                redacted=drafted.redacted,
+                shown=drafted.shown,
             )
 
 

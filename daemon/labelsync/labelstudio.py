@@ -212,6 +212,25 @@ class LabelStudio:
             if found is not None:
                 yield found
 
+    def project_ids_by_title(self) -> dict[str, int]:
+        """title -> id of every project the key can see (for rules that name titles)."""
+        what = "list projects"
+        found: dict[str, int] = {}
+        page = 1
+        while True:
+            try:
+                answer = self._json(what, "GET", "api/projects/", {"page": page, "page_size": 100})
+            except ProjectNotFound:
+                return found  # past the last page
+            body = expect(self._connection, what, answer, dict)
+            results = body.get("results") or []
+            for project in results:
+                if isinstance(project, dict) and isinstance(project.get("id"), int):
+                    found.setdefault(str(project.get("title", "")), project["id"])
+            if not body.get("next") or not results:
+                return found
+            page += 1
+
     def create_project(self, title: str, label_config: str, description: str = "") -> int:
         body = json.dumps(
             {"title": title, "label_config": label_config, "description": description}

@@ -79,6 +79,27 @@ class Metrics:
         )
         for kind in LABEL_STUDIO_ERROR_KINDS:  # export zeros, so rate() works from the start
             self._label_studio_errors.labels(kind=kind)
+        self.not_sampled = Counter(
+            "labelsync_not_sampled",
+            "Conversations left out by the sample rate (LABELSYNC_SAMPLE_RATE).",
+            registry=r,
+        )
+        self.deferred = Counter(
+            "labelsync_deferred", "Conversations held back by a cap, to send later.", registry=r
+        )
+        self.retired = Counter(
+            "labelsync_retired", "Earlier versions taken out of the project.", registry=r
+        )
+        # Labels are the rule names of the config file and the detector names: a closed set.
+        self.rule_matches = Counter(
+            "labelsync_rule_matches", "Conversations a rule matched, by rule.", ["rule"], registry=r
+        )
+        self.redacted = Counter(
+            "labelsync_redacted",
+            "Values replaced by a placeholder before sending, by detector.",
+            ["detector"],
+            registry=r,
+        )
 
     def label_studio_error(self, kind: str) -> None:
         """Count an error: unreachable, timeout, auth (401/403), rejected (4xx), server (5xx)."""

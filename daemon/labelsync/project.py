@@ -169,11 +169,13 @@ class Project:
         return done
 
     # -- the chat user's feedback, changed after the conversation was sent -------------------
-    def update_feedback(self, updates: Iterable[tuple[VersionRecord, Conversation]]) -> int:
-        """updates: (the version whose content this is, the conversation as read now).
-        Returns how many tasks were updated."""
+    def update_feedback(
+        self, updates: Iterable[tuple[VersionRecord, Conversation, Conversation]]
+    ) -> int:
+        """updates: (the version whose content this is, the conversation as read now, and
+        as it may be shown: redacted). Returns how many tasks were updated."""
         count = 0
-        for version, conversation in updates:
+        for version, conversation, shown in updates:
             if version.retired or version.task_id <= 0:
                 continue  # not in the project any more: nothing shows it
             task = self.delivery.call(partial(self.ls.task, version.task_id))
@@ -181,11 +183,11 @@ class Project:
                 continue  # deleted from the project: nothing shows it
             meta: dict[str, Any] = _dict(task.get("meta"))
             ours = _dict(meta.get("labelsync"))
-            meta = {**meta, "labelsync": {**ours, "feedback": feedback_of(conversation)}}
+            meta = {**meta, "labelsync": {**ours, "feedback": feedback_of(shown)}}
             data: dict[str, Any] | None = None
             if not _human_work(task) and isinstance(task.get("data"), dict):
                 # Nobody judged it yet: show the new thumbs on their messages.
-                data = {**task["data"], **feedback_update(conversation)}
+                data = {**task["data"], **feedback_update(shown)}
             self.delivery.call(partial(self.ls.update_task, version.task_id, data, meta))
             with self.state.transaction() as tx:
                 tx.set_feedback_key(self.id, version.sync_key, conversation.feedback_key)

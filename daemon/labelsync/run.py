@@ -384,6 +384,14 @@ class Daemon:
         m.versions.inc(tally["new_versions"])
         m.duplicates_skipped.inc(tally["duplicates"])
         m.quarantined.inc(tally["quarantined"])
+        m.not_sampled.inc(tally["not_sampled"])
+        m.deferred.inc(tally["deferred"])
+        m.retired.inc(tally["retired"])
+        for key, n in tally.items():
+            if key.startswith("rule:"):
+                m.rule_matches.labels(rule=key[5:]).inc(n)
+            elif key.startswith("redacted:"):
+                m.redacted.labels(detector=key[9:]).inc(n)
         for _, changed_at in report.sent:
             m.import_latency.observe(max(0.0, wall - changed_at))
 

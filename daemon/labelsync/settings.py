@@ -38,6 +38,9 @@ from labelsync.readers.base import (
     SKIP,
     Options,
 )
+from labelsync.redact import RedactionConfigError, Redactor, build_redactor
+from labelsync.rules import Rules, RulesError
+from labelsync.rules import parse as rules_parse
 
 CREDENTIAL_NAME = "label-studio-api-key"
 # delivery.DEFAULT_MAX_REQUEST_BYTES (not imported: `status` and `validate` need
@@ -116,11 +119,26 @@ class Settings(BaseSettings):
     # Your roles as labelsync's: "user_message:user,bot:assistant,debug:skip".
     role_map: Annotated[dict[str, str], NoDecode] = {}
 
+    # Production traffic: which conversations are sent, where, and what leaves the machine.
+    sample_rate: float = Field(1.0, ge=0, le=1)  # the share sent, decided by a hash of the id
+    rules: list[dict[str, Any]] = []  # [[rules]] in the TOML file: always send, route
+    cap_per_hour: int = Field(0, ge=0)  # new tasks a project gets at most an hour (0: no cap)
+    cap_per_day: int = Field(0, ge=0)
+    redact: Annotated[list[str], NoDecode] = []  # "default", or detector names; off when empty
+    redact_patterns: list[dict[str, Any]] = []  # [[redact_patterns]] in the TOML file
+    redact_ner_model: str = "en_core_web_sm"
+
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator(
-        "pattern", "id_fields", "messages_fields", "role_keys", "content_keys", mode="before"
+        "pattern",
+        "id_fields",
+        "messages_fields",
+        "role_keys",
+        "content_keys",
+        "redact",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -222,6 +240,23 @@ class Settings(BaseSettings):
     @property
     def patterns(self) -> tuple[str, ...]:
         return tuple(self.pattern)
+
+    def production_rules(self) -> Rules:
+        """Sampling and routing, from LABELSYNC_SAMPLE_RATE and the [[rules]] tables."""
+        assert self.label_studio_project_id is not None
+        try:
+            return rules_parse(self.rules, self.label_studio_project_id, self.sample_rate)
+        except RulesError as exc:
+            raise ConfigError(f"configuration: rules: {exc}") from None
+
+    def redactor(self) -> Redactor:
+        """LABELSYNC_REDACT and the [[redact_patterns]] tables, checked even when off."""
+        try:
+            return build_redactor(
+                self.redact, self.redact_patterns, ner_model=self.redact_ner_model
+            )
+        except RedactionConfigError as exc:
+            raise ConfigError(f"configuration: {exc}") from None
 
     def require(self, *names: str) -> None:
         """Fail with one message when settings a command needs are missing."""

@@ -425,6 +425,10 @@ class Tx:
             "UPDATE tailed SET open = 1 WHERE thread_id = ?", [(t,) for t in thread_ids]
         )
 
+    def reopen_all_tailed(self) -> None:
+        """Decide every conversation of logs again (`backfill --recheck`)."""
+        self.db.execute("UPDATE tailed SET open = 1")
+
     def close_tailed(self, thread_ids: Iterable[str]) -> None:
         self.db.executemany(
             "UPDATE tailed SET open = 0 WHERE thread_id = ?", [(t,) for t in thread_ids]

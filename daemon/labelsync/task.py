@@ -65,13 +65,23 @@ DATA_KEYS = (
 )  # fmt: skip
 
 
-def draft_task(conversation: Conversation, source_file: str) -> TaskDraft:
+def draft_task(
+    conversation: Conversation,
+    source_file: str,
+    shown: Conversation | None = None,
+    redaction: str | None = None,
+) -> TaskDraft:
     """`data` is what the template and the Data Manager use; `meta` keeps the rest.
+
+    shown: the conversation as it may leave the machine (redacted, labelsync.privacy);
+    its texts are what the task holds, while the keys are the original's.
+    redaction: which redaction settings made `shown` (kept in meta).
 
     `sync_key` lives in `data` (not `meta`) because Label Studio can filter on
     `data.<key>` but answers 500 to a filter on `meta`: it is how an import of
     unknown outcome is looked up.
     """
+    view = shown or conversation
     data: dict[str, Any] = {
         "thread_id": conversation.thread_id,
         "latest": True,
@@ -80,14 +90,16 @@ def draft_task(conversation: Conversation, source_file: str) -> TaskDraft:
         "model": conversation.model or _last_model(conversation) or "",
         "feedback": feedback_summary(conversation),
         "timestamp": conversation.timestamp or "",
-        "chat": chat(conversation),
+        "chat": chat(view),
         "source_file": source_file,
         "sync_key": conversation.sync_key,
     }
     meta: dict[str, Any] = {"labelsync": {"shape": conversation.shape, "ended": conversation.ended}}
-    if conversation.title:
-        meta["labelsync"]["title"] = conversation.title
-    meta.update(conversation.extra)
+    if view.title:
+        meta["labelsync"]["title"] = view.title
+    if redaction:
+        meta["labelsync"]["redaction"] = redaction
+    meta.update(view.extra)
     times = [m.timestamp for m in conversation.messages]
     if any(times):
         meta["message_timestamps"] = times

@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[chatbot,dev]'
+	$(BIN)/python -m pip install -q -e '.[chatbot,dev,ner]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -99,11 +99,11 @@ def test_the_chat_reaches_label_studio_through_labelsync_backfill(
     (task,) = tasks["tasks"] if isinstance(tasks, dict) else tasks
     written = json.loads(two_turn_conversation_file.read_text())
     assert task["data"]["thread_id"] == written["thread_id"]
-    assert task["data"]["chat"] == [
-        {"role": "user", "content": "What is Label Studio?"},
-        {"role": "assistant", "content": "You said: What is Label Studio?"},
-        {"role": "user", "content": "And what does labelsync add?"},
-        {"role": "assistant", "content": "You said: And what does labelsync add?"},
+    assert [(m["role"], m["content"]) for m in task["data"]["chat"]] == [
+        ("user", "What is Label Studio?"),
+        ("assistant", "You said: What is Label Studio?"),
+        ("user", "And what does labelsync add?"),
+        ("assistant", "You said: And what does labelsync add?"),
     ]
     assert task["data"]["model"] == STUB_MODEL and task["data"]["turn_count"] == 2
 
@@ -196,7 +196,7 @@ def test_ollama_down_then_back_the_retried_message_is_recorded_once(browser, tmp
 
 
 def test_one_entry_per_model_and_each_reply_keeps_the_model_that_wrote_it(
-        browser, tmp_path, ollama_stub):
+        browser, tmp_path, ollama_stub, ls_project):
     # Configured without a tag, as people write it; Ollama lists it as ":latest".
     app = start_chatbot(
         tmp_path, ollama_stub.host, LABELSYNC_CHATBOT_DEFAULT_MODEL="ollama:stub-llama")
@@ -229,9 +229,39 @@ def test_one_entry_per_model_and_each_reply_keeps_the_model_that_wrote_it(
         pick_model(page, "tiny:1b (ollama)")
         chat_turns(page, ["still there?"])
         expect(page.get_by_text("Model changed")).to_have_count(1)
+        read_when(app, lambda d: d["turn_count"] == 3)
+
+        # In Label Studio, after a sync, each reply says which model wrote it.
+        task = synced_task(app.conversation_files()[0], ls_project, tmp_path)
+        replies = [m for m in task["data"]["chat"] if m["role"] == "assistant"]
+        assert [m["model"] for m in replies] == ["stub-llama:latest", "tiny:1b", "tiny:1b"]
+        assert "stub-llama:latest" in replies[0]["html"] and "tiny:1b" in replies[1]["html"]
     finally:
         page.close()
         stop_chatbot(app)
+
+
+def synced_task(conversation_file: Path, ls_project, tmp_path: Path) -> dict:
+    """`labelsync backfill` of the chatbot's file; the one task it made."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "LABELSYNC_"))}
+    env |= {"LABEL_STUDIO_URL": ls_project.url, "LABEL_STUDIO_API_KEY": ls_project.token,
+            "LABEL_STUDIO_PROJECT_ID": str(ls_project.id),
+            "LABELSYNC_STATE_DIR": str(tmp_path / "labelsync-sync-state")}
+    result = subprocess.run(
+        [sys.executable, "-m", "labelsync.cli", "backfill", str(conversation_file.parent)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tasks = httpx.get(f"{ls_project.url}/api/tasks/",
+                      params={"project": ls_project.id, "fields": "task_only"},
+                      headers={"Authorization": f"Token {ls_project.token}"}, timeout=60).json()
+    (task,) = tasks["tasks"] if isinstance(tasks, dict) else tasks
+    return task
 
 
 def test_the_readme_explains_this_chat_to_its_users(chat_page):

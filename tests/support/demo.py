@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.corpus import write_corpus
+from tests.support.corpus import rich_conversation, write_atomic, write_corpus
 from tests.support.labelstudio import LabelStudioServer, ensure_installed
 
 HERE = Path.cwd()
@@ -80,6 +80,28 @@ def project_id(env: dict[str, str]) -> int:
     return int(result.stdout.strip())
 
 
+def write_log(path: Path) -> None:
+    """A bot's message-per-line log: three conversations interleaved, as they happened."""
+    lines = []
+    for turn in range(2):
+        for thread, topic in (("log-a", "my invoice"), ("log-b", "a refund"), ("log-c", "login")):
+            lines.append(
+                {
+                    "conversation_id": thread,
+                    "role": "user",
+                    "content": f"About {topic}, question {turn + 1}?",
+                }
+            )
+            lines.append(
+                {
+                    "conversation_id": thread,
+                    "role": "assistant",
+                    "content": f"Here is what I know about {topic} ({turn + 1}).",
+                }
+            )
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
 def ollama_answers(host: str) -> bool:
     try:
         return httpx.get(f"{host.rstrip('/')}/api/version", timeout=2).status_code == 200
@@ -115,7 +137,12 @@ def main() -> None:
         env["LABEL_STUDIO_PROJECT_ID"] = str(project_id(env))
         if not any(WATCH_DIR.glob("*.json")):
             write_corpus(WATCH_DIR, 24, prefix="sample")
-            say(f"wrote 24 sample conversations to {WATCH_DIR}")
+            write_atomic(WATCH_DIR / "conversation_reset-token.json", rich_conversation())
+            write_log(WATCH_DIR / "support-bot.jsonl")
+            say(
+                f"wrote 25 sample conversations and a message log of 3 more to {WATCH_DIR} "
+                "(open reset-token in Label Studio: code, a table, the chat user's thumbs)"
+            )
         say("labelsync backfill")
         labelsync("backfill", env=env)
 

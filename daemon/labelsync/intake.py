@@ -48,6 +48,15 @@ class Work:
     changed_at: float = 0.0  # wall time of its last change (file mtime, or its last line)
     redacted: dict[str, int] = field(default_factory=dict)  # detector -> values replaced
     shown: Conversation | None = None  # as it may leave the machine (redacted)
+
+    @property
+    def weight(self) -> int:
+        """About the memory this conversation holds until it is sent: its text read, and
+        twice more in its task (the text, and the HTML the template shows)."""
+        parsed = self.parsed
+        if not isinstance(parsed, Conversation):
+            return 0
+        return 3 * sum(len(m.content) for m in parsed.messages)
     missing: list[str] = field(default_factory=list)  # its lines that could not be read
 
 

@@ -418,3 +418,46 @@ def test_a_log_appended_while_the_daemon_runs_survives_kill_9(daemon, env, ls_pr
             f"{thread} {i}" for i in range(len(t["data"]["chat"]))
         ]
     assert d.signal(signal.SIGTERM) == 0
+
+
+def test_a_watch_directory_swapped_by_rename_is_watched_again_at_once(daemon, env, ls_project):
+    """A deploy that swaps folders: the old inode keeps the inotify watch; the new one
+    must be noticed and watched without waiting for the rescan (300 s here)."""
+    root = root_of(env)
+    d = daemon(LABELSYNC_RESCAN_SECONDS="300")
+    eventually(lambda: "watching" in d.output(), "the daemon starts")
+    fresh = root.with_name("conversations.new")
+    fresh.mkdir()
+    write_atomic(fresh / "before.json", chat("before", "q1", "q2"))
+    root.rename(root.with_name("conversations.old"))
+    fresh.rename(root)
+    write_atomic(root / "after.json", chat("after", "q1", "q2"))
+    settled(d, ls_project, {("before", 1): 1, ("after", 1): 1})
+    assert "watching it again" in d.output()
+    assert d.signal(signal.SIGTERM) == 0
+
+
+def test_lost_file_events_are_noticed_and_rescanned_at_once(daemon, env, ls_project):
+    """inotify drops events when its queue overflows; labelsync hears of it and rescans
+    instead of leaving the files for the next rescan (300 s here)."""
+    limit = Path("/proc/sys/fs/inotify/max_queued_events")
+    before = limit.read_text()
+    try:
+        limit.write_text("64")  # read by each new inotify instance: the daemon's
+    except OSError:
+        pytest.skip("cannot lower the inotify queue here to make it overflow")
+    try:
+        d = daemon(LABELSYNC_RESCAN_SECONDS="300", LABELSYNC_QUIET_SECONDS="0.5")
+        eventually(lambda: "watching" in d.output(), "the daemon starts")
+    finally:
+        limit.write_text(before)
+    root = root_of(env)
+    for i in range(600):
+        write_atomic(root / f"burst-{i}.json", chat(f"burst-{i}", "q1", "q2"))
+    eventually(
+        lambda: len(project_tasks(ls_project)) == 600,
+        f"all 600 conversations; log:\n{d.output()[-2000:]}",
+        timeout=120,
+    )
+    assert "events were lost" in d.output()
+    assert d.signal(signal.SIGTERM) == 0

@@ -29,7 +29,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +220,10 @@ class Backend(Protocol):
 
     def rows(self, sql: str, params: Sequence[Any]) -> list[Any]: ...
 
+    def text(self, value: str) -> str:
+        """A text as this backend stores it: what a lookup of `value` finds."""
+        ...
+
     def stream(self, sql: str, size: int) -> tuple[list[str], Iterator[list[Any]]]:
         """A large result in batches of `size` rows, with its column names."""
         ...
@@ -340,8 +344,9 @@ def _chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
 class Tx:
     """The writes of one transaction."""
 
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, stored: Callable[[str], str] = lambda text: text) -> None:
         self.db = db
+        self._stored = stored  # a text as the backend stores it (PostgreSQL: no NUL)
 
     def put_files(self, rows: Iterable[FileRecord]) -> None:
         now = time.time()
@@ -395,7 +400,7 @@ class Tx:
 
     def keep_only_conversations(self, path: str, keys: Iterable[str]) -> None:
         """After a whole file was read again: forget conversations it no longer holds."""
-        keep = set(keys)
+        keep = {self._stored(k) for k in keys}
         known = [
             r[0] for r in self.db.execute("SELECT key FROM conversations WHERE path = ?", (path,))
         ]
@@ -602,7 +607,7 @@ class State:
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with self._backend.errors(), self._backend.transaction() as db:
-            yield Tx(db)
+            yield Tx(db, self._backend.text)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._backend.errors():
@@ -616,11 +621,19 @@ class State:
         with self._backend.errors():
             columns, batches = self._backend.stream(f"SELECT * FROM {table}{order}", size)
 
+        # PostgreSQL's explicit rowid on `lines` is its own: SQLite's stays implicit.
+        kept = [i for i, c in enumerate(columns) if c != "rowid"]
+
         def guarded() -> Iterator[list[Any]]:
             with self._backend.errors():
-                yield from batches
+                for batch in batches:
+                    yield (
+                        batch
+                        if len(kept) == len(columns)
+                        else [[r[i] for i in kept] for r in batch]
+                    )
 
-        return [c for c in columns if c != "rowid"], guarded()
+        return [columns[i] for i in kept], guarded()
 
     def table_counts(self) -> dict[str, int]:
         """Rows in each table of the schema."""
@@ -692,6 +705,7 @@ class State:
     ) -> dict[str, list[VersionRecord]]:
         found: dict[str, list[VersionRecord]] = {}
         for chunk in _chunks(list(dict.fromkeys(thread_ids))):
+            asked = {self._backend.text(t): t for t in chunk}  # keyed as the caller asked
             marks = ",".join("?" * len(chunk))
             rows = self._rows(
                 "SELECT project_id, thread_id, version, sync_key, task_id, source_file,"
@@ -700,7 +714,7 @@ class State:
                 [project_id, *chunk],
             )
             for row in rows:
-                found.setdefault(row[1], []).append(
+                found.setdefault(asked.get(row[1], row[1]), []).append(
                     VersionRecord(*row[:7], retired=bool(row[7]))  # type: ignore[misc]
                 )
         return found
@@ -760,6 +774,7 @@ class State:
     def lines_of(self, thread_ids: Iterable[str]) -> dict[str, list[LineRef]]:
         found: dict[str, list[LineRef]] = {}
         for chunk in _chunks(list(dict.fromkeys(thread_ids))):
+            asked = {self._backend.text(t): t for t in chunk}
             marks = ",".join("?" * len(chunk))
             rows = self._rows(
                 "SELECT thread_id, path, head, line_offset, length, line_no FROM lines"
@@ -767,7 +782,7 @@ class State:
                 chunk,
             )
             for row in rows:
-                found.setdefault(row[0], []).append(LineRef(*row))
+                found.setdefault(asked.get(row[0], row[0]), []).append(LineRef(*row))
         return found
 
     def tailed(self, *, open_only: bool = True, path: str | None = None) -> list[Tailed]:

@@ -308,6 +308,9 @@ class PostgresBackend:
         with self._connection() as conn:
             return conn.execute(_sql(sql), _params(params)).fetchall()
 
+    def text(self, value: str) -> str:
+        return str(_text(value))
+
     def stream(self, sql: str, size: int) -> tuple[list[str], Iterator[list[Any]]]:
         # `state import` reads SQLite; this side (all rows at once) is for comparisons.
         with self._connection() as conn:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from labelsync.state import Db, StateError
+from labelsync.state import Db, StateError, _t
 
 
 class SqliteBackend:
@@ -56,6 +56,9 @@ class SqliteBackend:
 
     def rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return self.db.execute(sql, params).fetchall()
+
+    def text(self, value: str) -> str:
+        return _t(value) or ""
 
     def stream(self, sql: str, size: int) -> tuple[list[str], Iterator[list[Any]]]:
         cursor = self.db.execute(sql)

@@ -199,6 +199,7 @@ class Db(Protocol):
 class Backend(Protocol):
     """Where the tables live, and what differs between SQLite and PostgreSQL."""
 
+    kind: str  # sqlite | postgresql
     # What a person is told to change when this state is the wrong one.
     setting: str  # LABELSYNC_STATE_DIR | LABELSYNC_STATE_URL
     what: str  # "state directory" | "state database"
@@ -551,7 +552,7 @@ class State:
 
     @property
     def kind(self) -> str:
-        return "postgresql" if self._backend.setting == "LABELSYNC_STATE_URL" else "sqlite"
+        return self._backend.kind
 
     # -- opening -----------------------------------------------------------------------
     @classmethod

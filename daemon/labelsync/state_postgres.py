@@ -175,7 +175,6 @@ def open_postgres(
         timeout=timeout_s,
         name="labelsync-state",
         check=_check_if_idle,
-        reset=_mark_returned,
         open=False,
     )
     pool.open()
@@ -195,15 +194,14 @@ _REFUSALS = (
     "invalid ",
 )
 
-_returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-
-
-def _mark_returned(conn: psycopg.Connection[Any]) -> None:
-    _returned[conn] = time.monotonic()
+# When each connection was last used (marked by PostgresBackend, not by the pool's
+# `reset` hook: with one, the pool returns every connection through a worker thread,
+# which halved lookups per second).
+_used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
 def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
-    if time.monotonic() - _returned.get(conn, 0.0) > _PING_AFTER_S:
+    if time.monotonic() - _used.get(conn, 0.0) > _PING_AFTER_S:
         conn.execute("")
 
 
@@ -238,6 +236,7 @@ class _PgDb:
 
 
 class PostgresBackend:
+    kind = "postgresql"
     setting = SETTING
     what = "state database"
 
@@ -293,7 +292,10 @@ class PostgresBackend:
             yield current
             return
         with self._pool.connection() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                _used[conn] = time.monotonic()
 
     @contextmanager
     def transaction(self) -> Iterator[Db]:

@@ -17,6 +17,7 @@ from labelsync.state import Db, StateError, _t
 
 
 class SqliteBackend:
+    kind = "sqlite"
     setting = "LABELSYNC_STATE_DIR"
     what = "state directory"
 

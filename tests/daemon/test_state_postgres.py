@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -534,3 +535,101 @@ def test_a_backfilled_sqlite_state_imported_into_postgresql_sends_nothing_again(
     now = versions_in(ls_project)
     assert (thread, 2) in now and ("log-a", 2) in now
     assert len(now) == len(set(now)) == 32  # version 1 of each retired: one live task each
+
+
+# -- benchmark -----------------------------------------------------------------------------
+@pytest.mark.labelstudio
+@pytest.mark.skipif(
+    not os.environ.get("LABELSYNC_BENCH_STATE"), reason="a benchmark: LABELSYNC_BENCH_STATE=1"
+)
+def test_benchmark_state_lookups_and_a_backfill_of_5000_files_sqlite_vs_postgresql(
+    label_studio: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """Prints figures for POSTGRES-README.md; asserts only what a user would notice.
+
+    PostgreSQL here is a cluster of its own with fsync on (the suite's runs without),
+    as SQLite runs with synchronous=FULL: both pay for durable commits.
+    """
+    import random
+
+    from labelsync import state_postgres
+    from tests.support.labelstudio import create_project
+
+    files = int(os.environ.get("BENCH_STATE_FILES", "5000"))
+    threads = 10_000
+
+    def show(line: str) -> None:
+        with capsys.disabled():
+            print(f"  {line}", flush=True)
+
+    def lookups(state: State, label: str) -> None:
+        with state.transaction() as tx:
+            tx.add_versions(
+                VersionRecord(1, f"thread-{t:06d}", v, f"k{t}-{v}", t * 2 + v, "f.json")
+                for t in range(threads)
+                for v in (1, 2)
+            )
+        rng = random.Random(3)
+        ids = [f"thread-{rng.randrange(threads):06d}" for _ in range(200_000)]
+        started, calls = time.perf_counter(), 0
+        while time.perf_counter() - started < 3.0:
+            assert len(state.versions_of(1, [ids[calls % len(ids)]])) == 1
+            calls += 1
+        single = calls / (time.perf_counter() - started)
+        started, found = time.perf_counter(), 0
+        for n in range(20):
+            found += len(state.versions_of(1, ids[n * 1000 : (n + 1) * 1000]))
+        batched = found / (time.perf_counter() - started)
+        show(
+            f"versions_of, {label}: {single:,.0f} lookups/s one id a call; "
+            f"{batched:,.0f} ids/s in calls of 1,000 (20,000 versions held)"
+        )
+
+    with PostgresServer(durable=True) as server:
+        show(f"PostgreSQL {server.bin.parent.name} (fsync on), SQLite {sqlite3.sqlite_version}")
+        sqlite_state = State.open(tmp_path / "lookups.sqlite3")
+        lookups(sqlite_state, "SQLite")
+        sqlite_state.close()
+        pg_state = State.open(server.url(server.create_database(), password=True))
+        lookups(pg_state, "PostgreSQL")
+        pg_state.close()
+        every = state_postgres._PING_AFTER_S
+        state_postgres._PING_AFTER_S = 0.0  # the alternative: check every borrowed connection
+        try:
+            pg_state = State.open(server.url(server.create_database(), password=True))
+            lookups(pg_state, "PostgreSQL checking each connection it borrows")
+            pg_state.close()
+        finally:
+            state_postgres._PING_AFTER_S = every
+
+        corpus = tmp_path / "corpus"
+        write_corpus(corpus, files)
+        base = cli_env(
+            tmp_path,
+            LABEL_STUDIO_URL=label_studio.url,
+            LABEL_STUDIO_API_KEY=label_studio.legacy_token,
+            LABELSYNC_WATCH_DIR=str(corpus),
+        )
+        for label, extra in (
+            ("SQLite", {"LABELSYNC_STATE_DIR": str(tmp_path / "bench-state")}),
+            (
+                "PostgreSQL",
+                {"LABELSYNC_STATE_URL": server.url(server.create_database(), password=True)},
+            ),
+        ):
+            project = create_project(label_studio, f"bench-state-{label}")
+            env = {**base, **extra, "LABEL_STUDIO_PROJECT_ID": str(project.id)}
+            started = time.perf_counter()
+            result = run(["backfill"], env, timeout=3600)
+            elapsed = time.perf_counter() - started
+            assert result.returncode == 0, result.stderr
+            rerun_started = time.perf_counter()
+            assert run(["backfill"], env, timeout=3600).returncode == 0
+            rerun = time.perf_counter() - rerun_started
+            status = json.loads(run(["status", "--json"], env).stdout)
+            assert status["counts"]["tasks"] == files
+            show(
+                f"backfill of {files:,} files, {label}: {elapsed:.1f} s "
+                f"({files / elapsed:,.0f} files/s, command wall time); rerun of the "
+                f"unchanged directory {rerun:.1f} s"
+            )

@@ -12,18 +12,20 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[chatbot,dev,ner]'
+	$(BIN)/python -m pip install -q -e '.[chatbot,dev,ner,postgres]'
 	touch $@
 
 install: $(BIN)/.installed
 
 # Debian packages the tests drive: Chromium for the browser tests (Playwright
-# cannot download browsers here) and systemd's tools (systemd-analyze checks
-# the units). Installed only when a command is missing.
+# cannot download browsers here), systemd's tools (systemd-analyze checks
+# the units) and PostgreSQL's server (the suite starts its own cluster on
+# loopback as the `postgres` user). Installed only when a command is missing.
 system-packages:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

@@ -261,7 +261,6 @@ def _engine(
     from labelsync.engine import Engine, EngineConfig
     from labelsync.labelstudio import LabelStudio
     from labelsync.sending import Caps
-    from labelsync.state import open_state_dir
 
     settings.require("label_studio_api_key", "label_studio_project_id")
     assert settings.label_studio_project_id is not None
@@ -291,7 +290,7 @@ def _engine(
     ls, delivery = connect(settings.label_studio_project_id)
     if check:  # a wrong key or project is one clear line before anything else happens
         delivery.call(ls.project_title)
-    state, lock = open_state_dir(settings.state_dir)
+    state, lock = _open_state(settings)
     try:
         config = EngineConfig(
             root=settings.watch_dir,
@@ -309,6 +308,20 @@ def _engine(
     finally:
         state.close()
         lock.release()
+
+
+def _open_state(settings: Settings) -> tuple[Any, Any]:
+    """The configured state and what holds it (SQLite: the directory's lock), migrated:
+    PostgreSQL when LABELSYNC_STATE_URL is set, else SQLite in LABELSYNC_STATE_DIR."""
+    from labelsync.state import open_state
+
+    return open_state(
+        settings.state_dir,
+        settings.database_url,
+        password=settings.database_password,
+        pool_size=settings.state_pool_size,
+        timeout_s=settings.state_timeout_seconds,
+    )
 
 
 @contextmanager
@@ -440,21 +453,25 @@ _PROBLEMS = (
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
     """What labelsync knows: tasks sent, backlog, last sync, quarantined files."""
-    from labelsync.state import STATE_FILE, State
+    from labelsync.state import STATE_FILE, NoLock, State
 
     settings = _settings(ctx)
     path = settings.state_dir / STATE_FILE
-    if not path.exists():
+    if settings.database_url is None and not path.exists():
         raise _Fail(
             f"no state yet in {settings.state_dir} (run `labelsync backfill` or `labelsync run`)"
         )
     limit = None if show_all or as_json else 20
     with _user_errors():
-        state = State.open(path)
+        if settings.database_url is None:
+            state, lock = State.open(path), NoLock()  # read beside a running daemon: no lock
+        else:
+            state, lock = _open_state(settings)
         try:
             counts = state.counts()
             report: dict[str, Any] = {
-                "state_dir": str(settings.state_dir),
+                "state_dir": str(settings.state_dir) if state.kind == "sqlite" else None,
+                "state_url": state.where if state.kind == "postgresql" else None,
                 "label_studio": state.get_meta("url"),
                 "project_id": state.get_meta("project_id"),
                 "counts": counts,
@@ -470,10 +487,11 @@ def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
             }
         finally:
             state.close()
+            lock.release()
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"state:          {report['state_dir']}")
+    click.echo(f"state:          {report['state_url'] or report['state_dir']}")
     click.echo(f"project:        {report['project_id'] or '-'} at {report['label_studio'] or '-'}")
     retired = f", {counts['retired']} retired" if counts.get("retired") else ""
     click.echo(
@@ -544,6 +562,90 @@ def _ago(at: float) -> str:
         if seconds >= size:
             return f"{seconds // size} {unit} ago"
     return f"{seconds} s ago"
+
+
+# -- state ---------------------------------------------------------------------------------
+@cli.group("state")
+def state_group() -> None:
+    """The state: bring its schema up to date, move it into PostgreSQL."""
+
+
+@state_group.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Bring the state's schema up to date (every start does it too).
+
+    The state is LABELSYNC_STATE_URL's PostgreSQL database when it is set, else the
+    SQLite state in LABELSYNC_STATE_DIR. Migrations run in order, in one transaction.
+    """
+    from labelsync.state import SCHEMA_VERSION
+
+    settings = _settings(ctx)
+    with _user_errors():
+        state, lock = _open_state(settings)
+        found, where = state.schema_found, state.where
+        state.close()
+        lock.release()
+    if found == SCHEMA_VERSION:
+        click.echo(f"{where}: schema {SCHEMA_VERSION}, up to date")
+    elif found == 0:
+        click.echo(f"{where}: created at schema {SCHEMA_VERSION}")
+    else:
+        click.echo(f"{where}: migrated from schema {found} to {SCHEMA_VERSION}")
+
+
+@state_group.command("import")
+@click.option(
+    "--from",
+    "source_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="The state directory of the single-host labelsync (its LABELSYNC_STATE_DIR).",
+)
+@click.pass_context
+def import_state(ctx: click.Context, source_dir: Path) -> None:
+    """Move a SQLite state into LABELSYNC_STATE_URL's PostgreSQL: nothing is sent again.
+
+    Stop the labelsync using SOURCE_DIR first (its lock is taken for the copy). Every
+    table is copied in one transaction into a database that holds no state yet.
+    """
+    from labelsync.state import STATE_FILE, open_state_dir
+    from labelsync.state_import import import_state as copy_state
+
+    settings = _settings(ctx)
+    if settings.database_url is None:
+        raise _Fail("state import: set LABELSYNC_STATE_URL to the PostgreSQL state to fill")
+    if not (source_dir / STATE_FILE).is_file():
+        raise _Fail(f"state import: no labelsync state in {source_dir} (no {STATE_FILE} there)")
+    shown: dict[str, int] = {}
+
+    def progress(table: str, rows: int) -> None:
+        if rows - shown.get(table, 0) >= 50_000 or table not in shown:
+            click.echo(f"  {table}: {rows} rows", err=True)
+            shown[table] = rows
+
+    with _user_errors():
+        source, lock = open_state_dir(source_dir)
+        try:
+            target, _ = _open_state(settings)
+            try:
+                click.echo(f"importing {source.where} into {target.where}", err=True)
+                result = copy_state(source, target, progress)
+            finally:
+                target.close()
+        finally:
+            source.close()
+            lock.release()
+    counts = ", ".join(f"{table} {n}" for table, n in result.rows.items())
+    if result.already:
+        click.echo(f"already imported (the same {result.rows['versions']} versions): {counts}")
+        return
+    click.echo(f"imported in {result.seconds:.1f} s: {counts}")
+    click.echo(
+        f"labelsync now runs with LABELSYNC_STATE_URL; keep {source_dir} aside as a backup "
+        "and run no labelsync on it any more",
+        err=True,
+    )
 
 
 # -- validate ------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 Sources, highest first: command-line options, environment, `.env`, the TOML
 file given with `--config`, the secrets directory (systemd's
-`$CREDENTIALS_DIRECTORY`, file `label-studio-api-key`), defaults.
+`$CREDENTIALS_DIRECTORY`, files `label-studio-api-key` and
+`labelsync-state-password`), defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -43,6 +45,7 @@ from labelsync.rules import Rules, RulesError
 from labelsync.rules import parse as rules_parse
 
 CREDENTIAL_NAME = "label-studio-api-key"
+STATE_PASSWORD_CREDENTIAL = "labelsync-state-password"
 # delivery.DEFAULT_MAX_REQUEST_BYTES (not imported: `status` and `validate` need
 # no HTTP stack); why this size is said there.
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -86,6 +89,15 @@ class Settings(BaseSettings):
 
     watch_dir: Path = Path("data/conversations")
     state_dir: Path = Field(default_factory=_default_state_dir)
+    # PostgreSQL instead of the SQLite file in state_dir: postgresql://user@host:port/db.
+    # Secret as a whole (it may hold the password); shown only without the password.
+    state_url: SecretStr | None = Field(None, repr=False)
+    # The password, when not in the URL: the secrets directory (or libpq's ~/.pgpass).
+    state_password: SecretStr | None = Field(None, repr=False)
+    # Connections to PostgreSQL: the daemon's loop and its reader thread use one each.
+    state_pool_size: int = Field(4, ge=2, le=100)
+    # How long a call waits for PostgreSQL before it fails (and the daemon waits).
+    state_timeout_seconds: float = Field(10.0, gt=0)
     # Which file names are conversations: JSON documents and JSON Lines logs.
     pattern: Annotated[list[str], NoDecode] = ["*.json", "*.jsonl", "*.ndjson"]
     recursive: bool = False
@@ -195,6 +207,20 @@ class Settings(BaseSettings):
             raise ValueError("has no host name")
         return value.rstrip("/")
 
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = value.get_secret_value().strip()
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (or postgres://)")
+        try:
+            urlsplit(url)
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        return SecretStr(url)
+
     @field_validator("metrics_addr")
     @classmethod
     def _metrics_addr(cls, value: str | None) -> str | None:
@@ -225,6 +251,15 @@ class Settings(BaseSettings):
     @property
     def api_key(self) -> str:
         return self.label_studio_api_key.get_secret_value() if self.label_studio_api_key else ""
+
+    @property
+    def database_url(self) -> str | None:
+        """LABELSYNC_STATE_URL as given (password included): for the state's opening only."""
+        return self.state_url.get_secret_value() if self.state_url else None
+
+    @property
+    def database_password(self) -> str | None:
+        return self.state_password.get_secret_value() if self.state_password else None
 
     @property
     def options(self) -> Options:
@@ -283,11 +318,14 @@ class _CredentialSource(PydanticBaseSettingsSource):
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             return {}
-        path = Path(directory) / CREDENTIAL_NAME
-        try:
-            return {"label_studio_api_key": path.read_text().strip()}
-        except FileNotFoundError:
-            return {}
+        found: dict[str, str] = {}
+        for field, name in (
+            ("label_studio_api_key", CREDENTIAL_NAME),
+            ("state_password", STATE_PASSWORD_CREDENTIAL),
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                found[field] = (Path(directory) / name).read_text().strip()
+        return found
 
 
 def load(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -326,10 +364,12 @@ def _problem(error: Any) -> str:
         "label_studio_project_id": "LABEL_STUDIO_PROJECT_ID",
     }.get(field, f"LABELSYNC_{field.upper()}")
     message = str(error["msg"]).removeprefix("Value error, ")
-    if field == "label_studio_api_key":
+    if field in ("label_studio_api_key", "state_password"):
         return f"{name}: {message}"
     shown = error.get("input")
-    if field == "label_studio_url" and isinstance(shown, str):
+    if isinstance(shown, SecretStr):
+        shown = shown.get_secret_value()
+    if field in ("label_studio_url", "state_url") and isinstance(shown, str):
         shown = _without_userinfo(shown)
     return f"{name}: {message} (got {shown!r})"
 

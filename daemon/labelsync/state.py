@@ -16,6 +16,11 @@ Tables (schema version 2):
 
 Every write is one explicit transaction (`with state.transaction() as tx`);
 WAL keeps `labelsync status` readable while the daemon writes.
+
+Two backends hold these tables: SQLite, one file per state directory (the
+default, state_sqlite.py), and PostgreSQL (LABELSYNC_STATE_URL, state_postgres.py).
+The SQL below is written once, in SQLite's dialect; PostgreSQL's backend translates
+it (placeholders, column types) in one place. `State` and `Tx` are the same for both.
 """
 
 from __future__ import annotations
@@ -23,13 +28,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from labelsync.files import FileStat
 
@@ -162,8 +166,82 @@ CREATE INDEX tailed_open ON tailed (open) WHERE open = 1;
 _MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 
+# Every table of the schema, in the order `labelsync state import` copies them.
+TABLES = ("meta", "files", "conversations", "versions", "outbox", "logs", "lines", "tailed")
+
+
 class StateError(Exception):
     """The state can not be used; the message says why and what to do."""
+
+
+class StateUnavailable(StateError):
+    """The state database is out of reach for now (PostgreSQL restarting, the network
+    cut): nothing was written by the call that raised it. Wait and call again."""
+
+
+class Cursor(Protocol):
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Db(Protocol):
+    """One connection, as the SQL of this module uses it: `?` placeholders, SQLite's
+    dialect. sqlite3.Connection is one; PostgreSQL's backend translates."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Any: ...
+
+
+class Backend(Protocol):
+    """Where the tables live, and what differs between SQLite and PostgreSQL."""
+
+    kind: str  # sqlite | postgresql
+    # What a person is told to change when this state is the wrong one.
+    setting: str  # LABELSYNC_STATE_DIR | LABELSYNC_STATE_URL
+    what: str  # "state directory" | "state database"
+
+    def __str__(self) -> str:
+        """Where the state is, fit for a log line: a path, or a URL without a password."""
+        ...
+
+    @property
+    def location(self) -> str | Backend:
+        """What `State.open` takes to open this state again (another thread's own)."""
+        ...
+
+    def errors(self) -> AbstractContextManager[None]:
+        """The driver's failures as StateError (or StateUnavailable), one line."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Db]: ...
+
+    def rows(self, sql: str, params: Sequence[Any]) -> list[Any]: ...
+
+    def text(self, value: str) -> str:
+        """A text as this backend stores it: what a lookup of `value` finds."""
+        ...
+
+    def stream(self, sql: str, size: int) -> tuple[list[str], Iterator[list[Any]]]:
+        """A large result in batches of `size` rows, with its column names."""
+        ...
+
+    def schema_version(self, db: Db) -> int: ...
+
+    def set_schema_version(self, db: Db, version: int) -> None: ...
+
+    def migration(self, index: int, script: str) -> list[str]:
+        """The statements that upgrade this backend from schema `index` to `index + 1`."""
+        ...
+
+    def share(self) -> Backend:
+        """The same database for another thread (engine's reader); closed on its own."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -267,8 +345,9 @@ def _chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
 class Tx:
     """The writes of one transaction."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Db, stored: Callable[[str], str] = lambda text: text) -> None:
         self.db = db
+        self._stored = stored  # a text as the backend stores it (PostgreSQL: no NUL)
 
     def put_files(self, rows: Iterable[FileRecord]) -> None:
         now = time.time()
@@ -322,7 +401,7 @@ class Tx:
 
     def keep_only_conversations(self, path: str, keys: Iterable[str]) -> None:
         """After a whole file was read again: forget conversations it no longer holds."""
-        keep = set(keys)
+        keep = {self._stored(k) for k in keys}
         known = [
             r[0] for r in self.db.execute("SELECT key FROM conversations WHERE path = ?", (path,))
         ]
@@ -444,80 +523,152 @@ class Tx:
             (key, value),
         )
 
+    def get_meta(self, key: str) -> str | None:
+        """Read inside this transaction (what it wrote so far included)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Rows as another state holds them (`labelsync state import`): no key is merged."""
+        if table not in TABLES or not all(c.isidentifier() for c in columns):
+            raise ValueError(f"not a state table or column: {table} {columns}")
+        self.db.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})",
+            [tuple(_t(v) if isinstance(v, str) else v for v in row) for row in rows],
+        )
+
 
 class State:
-    def __init__(self, db: sqlite3.Connection, path: str = ":memory:") -> None:
-        self._db = db
-        self.path = path
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.schema_found = SCHEMA_VERSION  # the schema it had when opened (before migrating)
+
+    @property
+    def path(self) -> str | Backend:
+        """What `State.open` takes to open this state again: a second connection for
+        another thread (SQLite), or a second user of the same pool (PostgreSQL)."""
+        return self._backend.location
+
+    @property
+    def where(self) -> str:
+        """Where the state is, fit for a person: a path, or a URL without its password."""
+        return str(self._backend)
+
+    @property
+    def kind(self) -> str:
+        return self._backend.kind
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path | str) -> State:
-        with _errors(str(path)):
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a version recorded here must survive a power cut, or it is sent twice.
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
-            state = cls(db, str(path))
+    def open(cls, where: Path | str | Backend) -> State:
+        """A SQLite file, a PostgreSQL URL (password in it, or from libpq's .pgpass),
+        or an open state's `path` (another thread's own handle on the same state)."""
+        if not isinstance(where, str | Path):
+            return cls(where.share())
+        if str(where).startswith(("postgresql://", "postgres://")):
+            from labelsync.state_postgres import open_postgres
+
+            return open_postgres(str(where))
+        from labelsync.state_sqlite import SqliteBackend
+
+        return cls.migrated(SqliteBackend.open(str(where)))
+
+    @classmethod
+    def migrated(cls, backend: Backend) -> State:
+        """A state on a freshly opened backend, its schema brought up to date."""
+        state = cls(backend)
+        try:
             state._migrate()
+        except BaseException:
+            backend.close()
+            raise
         return state
 
     def _migrate(self) -> None:
+        """Every migration still to run, in order, in one transaction: a state is never
+        left between two schema versions. The backend serialises concurrent starts."""
         with self.transaction() as tx:
-            current = tx.db.execute("PRAGMA user_version").fetchone()[0]
+            current = self._backend.schema_version(tx.db)
+            self.schema_found = current
             if current > SCHEMA_VERSION:
                 raise StateError(
                     f"the state was written by a newer labelsync (schema {current}, "
                     f"this one knows {SCHEMA_VERSION}): upgrade labelsync"
                 )
             for version in range(current, SCHEMA_VERSION):
-                for statement in _MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        tx.db.execute(statement)
+                for statement in self._backend.migration(version, _MIGRATIONS[version]):
+                    tx.db.execute(statement)
                 if current:
                     log.info("state migrated from schema %d to %d", version, version + 1)
-            tx.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if current != SCHEMA_VERSION:
+                self._backend.set_schema_version(tx.db, SCHEMA_VERSION)
 
     def close(self) -> None:
-        self._db.close()
+        self._backend.close()
+
+    def __repr__(self) -> str:
+        return f"State({self.where!r})"
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        with _errors(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield Tx(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._backend.errors(), self._backend.transaction() as db:
+            yield Tx(db, self._backend.text)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        with _errors(self.path):
-            return self._db.execute(sql, tuple(params)).fetchall()
+        with self._backend.errors():
+            return self._backend.rows(sql, tuple(params))
+
+    def rows_of(self, table: str, size: int = 5000) -> tuple[list[str], Iterator[list[Any]]]:
+        """Every row of a table in batches, in the order written (`state import`)."""
+        if table not in TABLES:
+            raise ValueError(f"not a state table: {table}")
+        order = " ORDER BY rowid" if table == "lines" else ""  # the order lines were read
+        with self._backend.errors():
+            columns, batches = self._backend.stream(f"SELECT * FROM {table}{order}", size)
+
+        # PostgreSQL's explicit rowid on `lines` is its own: SQLite's stays implicit.
+        kept = [i for i, c in enumerate(columns) if c != "rowid"]
+
+        def guarded() -> Iterator[list[Any]]:
+            with self._backend.errors():
+                for batch in batches:
+                    yield (
+                        batch
+                        if len(kept) == len(columns)
+                        else [[r[i] for i in kept] for r in batch]
+                    )
+
+        return [columns[i] for i in kept], guarded()
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows in each table of the schema."""
+        return {t: int(self._rows(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in TABLES}
 
     # -- which Label Studio project this state belongs to --------------------------------
     def bind(self, url: str, project_id: int) -> None:
         """Tie the state to its default project: a state is not moved between projects.
 
         The URL may change (a new host name, a proxy) without the project changing,
-        so only the project id is binding; a URL change is logged.
+        so only the project id is binding; a URL change is logged. Insert-then-read,
+        so two daemons binding one new PostgreSQL state at once agree on the winner.
         """
         with self.transaction() as tx:
-            row = tx.db.execute("SELECT value FROM meta WHERE key = 'project_id'").fetchone()
-            if row is None:
-                tx.set_meta("project_id", str(project_id))
-            elif row[0] != str(project_id):
+            tx.db.execute(
+                "INSERT INTO meta VALUES ('project_id', ?) ON CONFLICT (key) DO NOTHING",
+                (str(project_id),),
+            )
+            bound = tx.get_meta("project_id")
+            if bound != str(project_id):
                 raise StateError(
-                    f"this state directory belongs to project {row[0]}, not {project_id}: "
-                    "set LABELSYNC_STATE_DIR to a directory of its own for each project"
+                    f"this {self._backend.what} belongs to project {bound}, not {project_id}: "
+                    f"set {self._backend.setting} to a {self._backend.what.split()[-1]} of its "
+                    "own for each project"
                 )
-            previous = tx.db.execute("SELECT value FROM meta WHERE key = 'url'").fetchone()
-            if previous is not None and previous[0] != url:
+            previous = tx.get_meta("url")
+            if previous is not None and previous != url:
                 log.warning(
                     "Label Studio URL changed from %s to %s (same project %d)",
-                    previous[0],
+                    previous,
                     url,
                     project_id,
                 )
@@ -559,6 +710,7 @@ class State:
     ) -> dict[str, list[VersionRecord]]:
         found: dict[str, list[VersionRecord]] = {}
         for chunk in _chunks(list(dict.fromkeys(thread_ids))):
+            asked = {self._backend.text(t): t for t in chunk}  # keyed as the caller asked
             marks = ",".join("?" * len(chunk))
             rows = self._rows(
                 "SELECT project_id, thread_id, version, sync_key, task_id, source_file,"
@@ -567,7 +719,7 @@ class State:
                 [project_id, *chunk],
             )
             for row in rows:
-                found.setdefault(row[1], []).append(
+                found.setdefault(asked.get(row[1], row[1]), []).append(
                     VersionRecord(*row[:7], retired=bool(row[7]))  # type: ignore[misc]
                 )
         return found
@@ -627,6 +779,7 @@ class State:
     def lines_of(self, thread_ids: Iterable[str]) -> dict[str, list[LineRef]]:
         found: dict[str, list[LineRef]] = {}
         for chunk in _chunks(list(dict.fromkeys(thread_ids))):
+            asked = {self._backend.text(t): t for t in chunk}
             marks = ",".join("?" * len(chunk))
             rows = self._rows(
                 "SELECT thread_id, path, head, line_offset, length, line_no FROM lines"
@@ -634,7 +787,7 @@ class State:
                 chunk,
             )
             for row in rows:
-                found.setdefault(row[0], []).append(LineRef(*row))
+                found.setdefault(asked.get(row[0], row[0]), []).append(LineRef(*row))
         return found
 
     def tailed(self, *, open_only: bool = True, path: str | None = None) -> list[Tailed]:
@@ -701,31 +854,6 @@ class State:
 _FILE_PROBLEMS = {"quarantined": ("quarantined", "unreadable"), "skipped": ("skipped",)}
 
 
-@contextmanager
-def _errors(path: str) -> Iterator[None]:
-    """SQLite's failures as one line that says what to do."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        text = str(exc)
-        if "readonly" in text or "read-only" in text:
-            hint = "it is read-only: labelsync needs to write its state there (LABELSYNC_STATE_DIR)"
-        elif "disk is full" in text or "disk I/O error" in text:
-            hint = f"the disk holding it is full or failing ({text}): free some space"
-        elif "not a database" in text or "malformed" in text or "corrupt" in text:
-            hint = (
-                f"it is corrupt ({text}): move the state directory aside; labelsync rebuilds "
-                "what it sent from the project's tasks on the next start"
-            )
-        elif "locked" in text:
-            hint = f"it is locked by another process ({text})"
-        elif "unable to open" in text:
-            hint = f"it cannot be opened ({text}): is LABELSYNC_STATE_DIR there and writable?"
-        else:
-            hint = text
-        raise StateError(f"state database {path}: {hint}") from None
-
-
 class StateLock:
     """One labelsync per state directory: two writers would each send the same version."""
 
@@ -773,3 +901,33 @@ def open_state_dir(directory: Path) -> tuple[State, StateLock]:
     except BaseException:
         lock.release()
         raise
+
+
+class Releasable(Protocol):
+    def release(self) -> None: ...
+
+
+class NoLock:
+    """PostgreSQL has no lock per state: several daemons will share one state there,
+    each claiming its conversations (row locks) instead of owning the whole state."""
+
+    def release(self) -> None:
+        pass
+
+
+def open_state(
+    state_dir: Path,
+    url: str | None = None,
+    *,
+    password: str | None = None,
+    pool_size: int = 4,
+    timeout_s: float = 10.0,
+) -> tuple[State, Releasable]:
+    """The configured state, migrated: PostgreSQL when a URL is given (password from
+    the URL, else `password`, else libpq's .pgpass), else SQLite in `state_dir`."""
+    if url is None:
+        return open_state_dir(state_dir)
+    from labelsync.state_postgres import open_postgres
+
+    state = open_postgres(url, password=password, pool_size=pool_size, timeout_s=timeout_s)
+    return state, NoLock()

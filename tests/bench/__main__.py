@@ -4,13 +4,18 @@ Prints one table (paste it into the README). Not a test: nothing here asserts
 a time. Sections can be picked: `python -m tests.bench backfill watch`.
 
   backfill  5,000 files: labelsync backfill vs. the raw bulk-import ceiling, the
-            tutorial's list-then-import per file, and a rerun of the unchanged dir
+            tutorial's list-then-import per file, a rerun of the unchanged dir, and
+            the same backfill with LABELSYNC_REDACT=default
   watch     labelsync run: latency from last write to task, a burst of 1,000
             conversations rewritten 20 times, and 100,000 synced files watched
             (start-up scan, idle CPU, peak RSS)
+  sources   one JSONL file of 100,000 conversations vs the same as 100,000 files;
+            peak RSS reading a 1 GB JSON array export; `labelsync run` tailing a
+            log appended at 1,000 lines a second (CPU, last line to task visible)
 
 Sizes: BENCH_FILES (5000), BENCH_TUTORIAL_FILES (150), BENCH_LATENCY_FILES (200),
-BENCH_BURST (1000), BENCH_WATCHED (100000).
+BENCH_BURST (1000), BENCH_WATCHED (100000), BENCH_JSONL (100000), BENCH_EXPORT_MB
+(1024), BENCH_TAIL_SECONDS (60).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from labelsync.contract import parse
+from labelsync import readers
 from labelsync.labelstudio import LabelStudio
 from labelsync.task import build_task
 from tests.support.corpus import conversation, write_atomic, write_corpus
@@ -44,6 +49,9 @@ N_TUTORIAL = int(os.environ.get("BENCH_TUTORIAL_FILES", "150"))
 N_LATENCY = int(os.environ.get("BENCH_LATENCY_FILES", "200"))
 N_BURST = int(os.environ.get("BENCH_BURST", "1000"))
 N_WATCHED = int(os.environ.get("BENCH_WATCHED", "100000"))
+N_JSONL = int(os.environ.get("BENCH_JSONL", "100000"))
+EXPORT_MB = int(os.environ.get("BENCH_EXPORT_MB", "1024"))
+TAIL_S = float(os.environ.get("BENCH_TAIL_SECONDS", "60"))
 
 ROWS: list[tuple[str, str, str]] = []  # (measure, figure, target)
 
@@ -108,7 +116,7 @@ class Bench:
         corpus = self.work / "corpus"
         paths = write_corpus(corpus, N_FILES, seed=11)
 
-        tasks = [build_task(parse(p.read_bytes(), p.name), 1, p.name) for p in paths]
+        tasks = [build_task(read_file(p), 1, p.name) for p in paths]
 
         def bulk_import(title: str) -> float:
             project = self.project(title)
@@ -152,6 +160,18 @@ class Bench:
         )
         row(f"second backfill, {N_FILES} unchanged files (whole command)", f"{wall:.2f} s")
 
+        # The same corpus with every built-in pattern detector on: what redaction costs.
+        redacted = self.project("bench backfill redacted")
+        env = self.env(redacted, "backfill-redacted", LABELSYNC_REDACT="default")
+        _, inside_redacted = self.labelsync(env, "backfill", str(corpus))
+        assert self.count_tasks(redacted) == N_FILES, "redacted backfill did not create every task"
+        redacted_rate = N_FILES / inside_redacted["seconds"]
+        row(
+            f"labelsync backfill of {N_FILES} files, LABELSYNC_REDACT=default (engine time)",
+            f"{inside_redacted['seconds']:.2f} s, {redacted_rate:,.0f} files/s "
+            f"({redacted_rate / rate:.2f}x unredacted)",
+        )
+
         self.tutorial(paths[:N_TUTORIAL])
 
     def tutorial(self, paths: list[Path]) -> None:
@@ -160,7 +180,7 @@ class Bench:
         client = project.client
         started = time.perf_counter()
         for path in paths:
-            task = build_task(parse(path.read_bytes(), path.name), 1, path.name)
+            task = build_task(read_file(path), 1, path.name)
             session_id = task["data"]["session_id"]
             existing = client.tasks.list(project=project.id)
             if any((t.data or {}).get("session_id") == session_id for t in existing):
@@ -332,6 +352,201 @@ class Bench:
         sock.close()
         assert self.count_tasks(project) == N_WATCHED
 
+    # -- sources -------------------------------------------------------------------------
+    def sources(self) -> None:
+        print("\n== many conversations per file, and logs", flush=True)
+        self.jsonl()
+        self.big_files()
+        self.export_memory()
+        self.tailing()
+
+    def jsonl(self) -> None:
+        rng = random.Random(21)
+        conversations = [conversation(f"j-{i}", rng.randint(2, 6), rng) for i in range(N_JSONL)]
+        as_lines = self.work / "jsonl"
+        as_lines.mkdir()
+        with open(as_lines / "dataset.jsonl", "w") as out:
+            for item in conversations:
+                out.write(json.dumps(item) + "\n")
+        as_files = self.work / "files"
+        as_files.mkdir()
+        for item in conversations:
+            (as_files / f"conversation_{item['session_id']}.json").write_text(json.dumps(item))
+        ceiling = [build_task(readers.read(c), 1, "x") for c in conversations[:5000]]
+        project = self.project("bench jsonl ceiling")
+        client = LabelStudio(self.server.url, self.server.legacy_token, project.id, 600)
+        started = time.perf_counter()
+        client.import_tasks(ceiling)
+        ceiling_rate = len(ceiling) / (time.perf_counter() - started)
+        row(
+            "ceiling: 5000 prepared tasks in one bulk import request",
+            f"{ceiling_rate:,.0f} tasks/s",
+        )
+        for label, directory in (("one JSONL file", as_lines), ("files", as_files)):
+            project = self.project(f"bench {label}")
+            env = self.env(project, f"jsonl-{label}", LABELSYNC_BATCH_SIZE="1000")
+            wall, inside = self.labelsync(env, "backfill", str(directory))
+            assert self.count_tasks(project) == N_JSONL, f"{label}: not every task was created"
+            rate = N_JSONL / inside["seconds"]
+            row(
+                f"backfill of {N_JSONL:,} conversations as {label} (engine time; whole command)",
+                f"{inside['seconds']:.1f} s, {rate:,.0f} conversations/s = "
+                f"{rate / ceiling_rate:.2f}x ceiling; {wall:.1f} s",
+            )
+        shutil.rmtree(as_files)
+
+    def big_files(self) -> None:
+        """Memory bounded by bytes, not only by count: 120 conversations of 5 MB each."""
+        directory = self.work / "big"
+        directory.mkdir()
+        text = ("The quick brown fox jumps over the lazy dog. " * 20 + "\n") * 200
+        messages = []
+        for t in range(14):
+            messages += [
+                {"role": "user", "content": f"q{t} {text}"},
+                {"role": "assistant", "content": f"a{t} {text}"},
+            ]
+        for i in range(120):
+            document = {"thread_id": f"big-{i}", "messages": messages}
+            (directory / f"c{i}.json").write_text(json.dumps(document))
+        size_mb = sum(p.stat().st_size for p in directory.iterdir()) / 1024 / 1024
+        project = self.project("bench big files")
+        env = self.env(project, "big", LABELSYNC_WATCH_DIR=str(directory))
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "labelsync.cli", "backfill"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        if status != 0:
+            raise SystemExit(f"backfill of the big files failed ({status})")
+        row(
+            f"peak RSS of a backfill of 120 files of 5 MB ({size_mb:,.0f} MB)",
+            f"{usage.ru_maxrss / 1024:.0f} MiB, {seconds:.0f} s",
+        )
+        shutil.rmtree(directory)
+
+    def export_memory(self) -> None:
+        """A ChatGPT-sized export read in flat memory: a dry-run backfill of a 1 GB JSON array."""
+        directory = self.work / "export"
+        directory.mkdir()
+        path = directory / "conversations.json"
+        rng = random.Random(4)
+        target = EXPORT_MB * 1024 * 1024
+        count = 0
+        with open(path, "w") as out:
+            out.write("[")
+            while out.tell() < target:
+                item = conversation(f"x-{count}", rng.randint(2, 8), rng, "openai")
+                out.write(("," if count else "") + json.dumps(item))
+                count += 1
+            out.write("]")
+        size_mb = path.stat().st_size / 1024 / 1024
+        project = self.project("bench export")
+        env = self.env(project, "export", LABELSYNC_WATCH_DIR=str(directory))
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "labelsync.cli", "backfill", "--dry-run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        if status != 0:
+            raise SystemExit(f"dry-run backfill of the export failed ({status})")
+        row(
+            f"peak RSS reading a {size_mb:,.0f} MB JSON array export ({count:,} conversations, "
+            "backfill --dry-run)",
+            f"{usage.ru_maxrss / 1024:.0f} MiB, {seconds:.0f} s",
+            "flat, < 300 MB",
+        )
+        path.unlink()
+
+    def tailing(self) -> None:
+        """A bot appending 1,000 message lines a second to one log while labelsync runs."""
+        quiet = 1.0
+        project = self.project("bench tail")
+        root = self.work / "tail"
+        root.mkdir()
+        env = self.env(
+            project,
+            "tail",
+            LABELSYNC_WATCH_DIR=str(root),
+            LABELSYNC_QUIET_SECONDS=str(quiet),
+            LABELSYNC_MIN_TURNS="1",
+        )
+        log = root / "bot.jsonl"
+        log.touch()
+        process, sock = self.daemon(env, self.work / "tail.log")
+        self.wait_ready(sock)
+        last_line: dict[str, float] = {}
+        visible: dict[str, float] = {}
+        per_conversation = 6  # lines: 3 questions, 3 answers, then it goes quiet
+        rate = 1000
+        stop = threading.Event()
+
+        def writer() -> None:
+            started = time.perf_counter()
+            sent, n = 0, 0
+            open_threads: dict[str, int] = {}
+            with open(log, "a", buffering=1) as out:
+                while not stop.is_set() and time.perf_counter() - started < TAIL_S:
+                    due = int((time.perf_counter() - started) * rate)
+                    while sent < due:
+                        if len(open_threads) < 200:
+                            open_threads[f"t-{n}"] = 0
+                            n += 1
+                        thread = next(iter(open_threads))
+                        k = open_threads.pop(thread)
+                        role = "user" if k % 2 == 0 else "assistant"
+                        out.write(
+                            json.dumps(
+                                {"conversation_id": thread, "role": role, "content": f"m{k}"}
+                            )
+                            + "\n"
+                        )
+                        sent += 1
+                        if k + 1 < per_conversation:
+                            open_threads[thread] = k + 1
+                        else:
+                            last_line[thread] = time.time()
+                    time.sleep(0.005)
+
+        def record(tasks: list[dict[str, Any]], seen: float) -> None:
+            for t in tasks:
+                if len(t["data"]["chat"]) == per_conversation:
+                    visible.setdefault(t["data"]["thread_id"], seen)
+
+        cpu_before = cpu_seconds(process.pid)
+        writing = threading.Thread(target=writer)
+        started = time.perf_counter()
+        writing.start()
+        writing.join()
+        cpu_used = cpu_seconds(process.pid) - cpu_before
+        elapsed = time.perf_counter() - started
+        done = set(last_line)
+        self.poll_tasks(project, lambda tasks: done <= set(visible), record, timeout=120)
+        latencies = sorted(visible[t] - last_line[t] for t in done if t in visible)
+        p50 = statistics.median(latencies)
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        row(
+            f"labelsync run tailing a log appended at {rate:,} lines/s for {elapsed:.0f} s "
+            f"({len(done):,} conversations)",
+            f"CPU {100 * cpu_used / elapsed:.0f} % of one core; last line to task visible "
+            f"p50 {p50:.2f} s, p95 {p95:.2f} s (quiet {quiet:g} s)",
+        )
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        sock.close()
+
+
+def read_file(path: Path) -> Any:
+    return readers.read(json.loads(path.read_bytes()), file_name=path.name)
+
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -346,7 +561,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def main() -> None:
-    sections = sys.argv[1:] or ["backfill", "watch"]
+    sections = sys.argv[1:] or ["backfill", "watch", "sources"]
     work = Path(tempfile.mkdtemp(prefix="labelsync-bench-"))
     print(f"labelsync benchmark on {os.cpu_count()} cores; work dir {work}", flush=True)
     try:

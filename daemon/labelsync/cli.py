@@ -642,6 +642,166 @@ def _create_view(settings: Settings, project_id: int) -> None:
         )
 
 
+# -- export --------------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["messages", "sft", "kto"]),
+    required=True,
+    help="messages: a row per judged message; sft: {messages} of well-rated conversations; "
+    "kto: {prompt, completion, label} per judged assistant reply.",
+)
+@click.option(
+    "--min-rating",
+    type=click.FloatRange(1, 5),
+    default=None,
+    help="sft: the least mean conversation rating kept (default 4).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write here (replaced only once the export is whole); default: stdout.",
+)
+@click.pass_context
+def export(ctx: click.Context, fmt: str, min_rating: float | None, out: Path | None) -> None:
+    """Write the project's annotations as JSON Lines, for training or analysis."""
+    from labelsync import export as exporting
+
+    if min_rating is not None and fmt != "sft":
+        raise _Fail("--min-rating applies to --format sft only")
+    settings = _settings(ctx)
+    tally: Counter[str] = Counter()
+    with (
+        _user_errors(),
+        _annotated(settings, "export") as (template, annotators, pages),
+        _progress("tasks") as advance,
+        _output(out) as stream,
+    ):
+        exporting.write(
+            exporting.read_tasks(pages(advance), template, tally),
+            fmt,
+            stream,
+            annotators=annotators,
+            min_rating=exporting.DEFAULT_MIN_RATING if min_rating is None else min_rating,
+            tally=tally,
+        )
+    _export_counts(fmt, tally, out)
+    if not tally["rows"] or tally["not_ours"]:
+        ctx.exit(EXIT_QUARANTINED)
+
+
+def _export_counts(fmt: str, tally: Counter[str], out: Path | None) -> None:
+    parts = [
+        f"{tally['tasks']} annotated tasks read",
+        f"{tally['annotations']} annotations",
+    ]
+    if tally["not_ours"]:
+        parts.append(f"{tally['not_ours']} tasks skipped (not made by labelsync)")
+    if tally["skipped_only"]:
+        parts.append(f"{tally['skipped_only']} tasks with only skipped or empty annotations")
+    if fmt == "sft":
+        parts.append(
+            f"{tally['conversations']} conversations (latest annotated version): "
+            f"{tally['sft_kept']} kept, {tally['sft_below']} rated below --min-rating, "
+            f"{tally['sft_unrated']} without a conversation rating"
+        )
+    elif fmt == "kto":
+        parts.append(
+            f"{tally['conversations']} conversations (latest annotated version): "
+            f"{tally['kto_desirable']} desirable, {tally['kto_undesirable']} undesirable, "
+            f"{tally['kto_undecided']} replies neither"
+        )
+    where = f" to {out}" if out else ""
+    parts.append(f"{tally['rows']} rows written{where}")
+    click.echo("labelsync export: " + "; ".join(parts), err=True)
+    if not tally["rows"]:
+        click.echo("labelsync export: nothing to export", err=True)
+
+
+@contextmanager
+def _annotated(settings: Settings, what: str) -> Iterator[Any]:
+    """The project's template, its annotators' names, and its annotated tasks, page by page."""
+    from labelsync.annotations import UnknownConfig, template_of
+    from labelsync.labelstudio import LabelStudio
+
+    settings.require("label_studio_api_key", "label_studio_project_id")
+    assert settings.label_studio_project_id is not None
+    ls = LabelStudio(
+        settings.label_studio_url,
+        settings.api_key,
+        settings.label_studio_project_id,
+        settings.timeout_seconds,
+    )
+    try:
+        template = template_of(ls.label_config())
+    except UnknownConfig as exc:
+        raise _Fail(
+            f"{what}: project {settings.label_studio_project_id}: {escape(str(exc))}"
+        ) from None
+    annotators = ls.users()
+
+    def pages(advance: Any) -> Iterator[Any]:
+        for page in ls.annotated_pages():
+            advance(len(page.tasks), page.remaining)
+            yield page
+
+    yield template, annotators, pages
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Any]:
+    """A progress bar on stderr when it is a terminal; advance(n, remaining_from_here)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(
+        *columns, TimeElapsedColumn(), console=console, disable=not console.is_terminal
+    ) as progress:
+        bar = progress.add_task(label, total=None)
+        done = 0
+
+        def advance(n: int, remaining: int) -> None:
+            nonlocal done
+            progress.update(bar, total=done + remaining, completed=done + n)
+            done += n
+
+        yield advance
+
+
+@contextmanager
+def _output(out: Path | None) -> Iterator[Any]:
+    """stdout, or a file that appears whole: written beside it, renamed at the end."""
+    import os
+    import sys
+
+    if out is None:
+        if hasattr(sys.stdout, "reconfigure"):  # JSON Lines are UTF-8 whatever the locale
+            sys.stdout.reconfigure(encoding="utf-8")
+        try:
+            yield sys.stdout
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has had enough
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise SystemExit(EXIT_OK) from None
+        return
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        stream = open(partial, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise _Fail(f"--out {escape(str(out))}: {exc.strerror}") from None
+    try:
+        with stream:
+            yield stream
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def load_template(template: str) -> str:
     if template in ("community", "enterprise"):
         return resources.files("labelsync").joinpath("templates", f"{template}.xml").read_text()

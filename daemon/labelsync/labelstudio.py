@@ -56,6 +56,9 @@ __all__ = [
 
 
 _KEYS_PER_LOOKUP = 25
+_ANNOTATED_FIELDS = (
+    "id,data,meta,annotations,result,completed_by,created_at,updated_at,was_cancelled"
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,15 @@ class RemoteVersion:
     sync_key: str
     task_id: int
     source_file: str
+
+
+@dataclass(frozen=True)
+class AnnotatedPage:
+    """Tasks as the task list gives them (id, data, meta, annotations); `remaining`: how
+    many annotated tasks were left from this page on, the page included."""
+
+    tasks: list[dict[str, Any]]
+    remaining: int
 
 
 def encode_task(task: dict[str, Any]) -> bytes:
@@ -285,6 +297,89 @@ class LabelStudio:
         }
         body = encode_task({"project": self.project_id, "data": data})
         self._json(what, "POST", "api/dm/views/", {}, body)
+
+    # -- annotations ---------------------------------------------------------------------
+    def label_config(self) -> str:
+        """The project's labeling config (XML): which template its annotations follow."""
+        what = "read project"
+        project = expect(
+            self._connection, what, self._json(what, "GET", f"api/projects/{self.project_id}"), dict
+        )
+        config = project.get("label_config")
+        if not isinstance(config, str):
+            raise unexpected(self._connection, what, "a project without a labeling config")
+        return config
+
+    def users(self) -> dict[int, str]:
+        """User id -> e-mail, to name annotators (annotations only hold the id)."""
+        what = "list users"
+        answer = expect(self._connection, what, self._json(what, "GET", "api/users/"), list)
+        return {
+            u["id"]: str(u.get("email") or u.get("username") or f"user {u['id']}")
+            for u in answer
+            if isinstance(u, dict) and isinstance(u.get("id"), int)
+        }
+
+    def annotated_pages(self, page_size: int = 1000) -> Iterator[AnnotatedPage]:
+        """Every task with at least one annotation, a page at a time, in id order.
+
+        How, measured on 10,000 annotated tasks (Label Studio 1.23.2, SQLite, 2 cores):
+        the task list with `fields=all` took 39 s (it computes every Data Manager
+        column); the project export endpoint 18.6 s, but it builds the whole export in
+        the server's memory before the first byte (and 22.5 s fetched 250 ids at a
+        time); the task list with `fields=all`, a filter on annotated tasks and
+        `include` naming only the fields read, 19.2 s, the first page after 2.1 s.
+        `include` is applied by every serializer the answer goes through, the
+        annotations' too, so it names the annotation fields as well. Pages follow
+        the id (`id > last`), not a page number, so an annotation submitted during
+        the export moves no task across a page boundary (none read twice or missed).
+        """
+        what = "list annotated tasks"
+        last = 0
+        while True:
+            query = {
+                "filters": {
+                    "conjunction": "and",
+                    "items": [
+                        {
+                            "filter": "filter:tasks:total_annotations",
+                            "operator": "greater",
+                            "type": "Number",
+                            "value": 0,
+                        },
+                        {
+                            "filter": "filter:tasks:id",
+                            "operator": "greater",
+                            "type": "Number",
+                            "value": last,
+                        },
+                    ],
+                },
+                "ordering": ["tasks:id"],
+            }
+            params = {
+                "project": self.project_id,
+                "fields": "all",
+                "include": _ANNOTATED_FIELDS,
+                "page_size": page_size,
+                "page": 1,
+                "query": json.dumps(query),
+            }
+            body = expect(
+                self._connection, what, self._json(what, "GET", "api/tasks/", params), dict
+            )
+            tasks = body.get("tasks")
+            if not isinstance(tasks, list) or not all(
+                isinstance(t, dict) and isinstance(t.get("id"), int) for t in tasks
+            ):
+                raise unexpected(self._connection, what, "tasks without ids")
+            if not tasks:
+                return
+            total = body.get("total")
+            yield AnnotatedPage(tasks, total if isinstance(total, int) else len(tasks))
+            if len(tasks) < page_size:
+                return
+            last = max(t["id"] for t in tasks)
 
     # -- plumbing ------------------------------------------------------------------------
     def _tasks(self, query: dict[str, Any] | None) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -802,6 +802,102 @@ def _output(out: Path | None) -> Iterator[Any]:
         partial.unlink(missing_ok=True)
 
 
+# -- report --------------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML page (self-contained: it opens with no network).",
+)
+@click.pass_context
+def report(ctx: click.Context, out: Path) -> None:
+    """Summarise the annotations: a terminal summary and an HTML page with charts."""
+    from labelsync.export import read_tasks
+    from labelsync.report import Summary
+
+    try:
+        from labelsync import report_html
+    except ImportError as exc:  # matplotlib is an extra
+        raise _Fail(
+            f"labelsync report draws its charts with matplotlib ({exc.name} is missing): "
+            "pip install 'labelsync[report]'"
+        ) from None
+    settings = _settings(ctx)
+    tally: Counter[str] = Counter()
+    summary = Summary()
+    with _user_errors(), _annotated(settings, "report") as (template, _, pages):
+        with _progress("tasks") as advance:
+            for task in read_tasks(pages(advance), template, tally):
+                summary.add(task)
+        assert settings.label_studio_project_id is not None
+        link = report_html.task_link(settings.label_studio_url, settings.label_studio_project_id)
+        title = f"Annotations of project {settings.label_studio_project_id}"
+        with _output(out) as stream:
+            stream.write(report_html.page(summary, title, link))
+    _report_summary(summary, tally, out, link)
+    if not summary.tasks or tally["not_ours"]:
+        ctx.exit(EXIT_QUARANTINED)
+
+
+def _report_summary(summary: Any, tally: Counter[str], out: Path, link: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from labelsync.report import ANSWERS
+    from labelsync.report_html import AGREEMENT_LABELS
+
+    console = Console(highlight=False)
+
+    def f(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    console.print(
+        f"{summary.tasks:,} annotated tasks, {summary.annotations:,} annotations by "
+        f"{len(summary.annotators)} annotators"
+        + (
+            f"; {tally['not_ours']} tasks skipped (not made by labelsync)"
+            if tally["not_ours"]
+            else ""
+        ),
+        markup=False,
+    )
+    if not summary.tasks:
+        console.print("nothing to report yet: no task has a submitted annotation", markup=False)
+    per_model = Table(title="per model")
+    for column in ("model", "tasks", "mean rating", *ANSWERS, "clarity", "accuracy"):
+        per_model.add_column(column, justify="left" if column == "model" else "right")
+    for model, g in sorted(summary.by_model.items()):
+        per_model.add_row(  # Text: a model's name is shown as it is, never read as markup
+            Text(escape(model)),
+            str(g.tasks),
+            f(g.rating.mean),
+            *(str(g.answered[a]) for a in ANSWERS),
+            f(g.clarity.mean),
+            f(g.accuracy.mean),
+        )
+    if summary.tasks:
+        console.print(per_model, markup=False)
+    for name, alpha in summary.agreement.items():
+        label, kind, units = AGREEMENT_LABELS[name]
+        value = alpha.value()
+        shown = "n/a" if value is None else f"{value:.3f}"
+        console.print(
+            f"agreement on the {label} (Krippendorff's alpha, {kind}): {shown}, "
+            f"on {alpha.units:,} {units} with two or more annotations",
+            markup=False,
+        )
+    for r in summary.worst()[:5]:
+        console.print(
+            f"worst: {r.score:.1f} {escape(r.thread_id)} v{r.version} #{r.index} "
+            f"({escape(r.model)}): {link(r.task_id)}",
+            markup=False,
+        )
+    console.print(f"report: {out}", markup=False)
+
+
 def load_template(template: str) -> str:
     if template in ("community", "enterprise"):
         return resources.files("labelsync").joinpath("templates", f"{template}.xml").read_text()

@@ -8,9 +8,12 @@ a time. Sections can be picked: `python -m tests.bench backfill watch`.
   watch     labelsync run: latency from last write to task, a burst of 1,000
             conversations rewritten 20 times, and 100,000 synced files watched
             (start-up scan, idle CPU, peak RSS)
+  export    100,000 annotated tasks (imported with their annotations): labelsync export
+            --format messages (time, peak RSS), the project export endpoint for
+            comparison, and labelsync report (time)
 
 Sizes: BENCH_FILES (5000), BENCH_TUTORIAL_FILES (150), BENCH_LATENCY_FILES (200),
-BENCH_BURST (1000), BENCH_WATCHED (100000).
+BENCH_BURST (1000), BENCH_WATCHED (100000), BENCH_EXPORT_TASKS (100000).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from typing import Any
 
 import httpx
 
-from labelsync.contract import parse
+import labelsync
+from labelsync import readers
 from labelsync.labelstudio import LabelStudio
 from labelsync.task import build_task
 from tests.support.corpus import conversation, write_atomic, write_corpus
@@ -44,6 +48,7 @@ N_TUTORIAL = int(os.environ.get("BENCH_TUTORIAL_FILES", "150"))
 N_LATENCY = int(os.environ.get("BENCH_LATENCY_FILES", "200"))
 N_BURST = int(os.environ.get("BENCH_BURST", "1000"))
 N_WATCHED = int(os.environ.get("BENCH_WATCHED", "100000"))
+N_EXPORT = int(os.environ.get("BENCH_EXPORT_TASKS", "100000"))
 
 ROWS: list[tuple[str, str, str]] = []  # (measure, figure, target)
 
@@ -108,7 +113,7 @@ class Bench:
         corpus = self.work / "corpus"
         paths = write_corpus(corpus, N_FILES, seed=11)
 
-        tasks = [build_task(parse(p.read_bytes(), p.name), 1, p.name) for p in paths]
+        tasks = [build_task(read_file(p), 1, p.name) for p in paths]
 
         def bulk_import(title: str) -> float:
             project = self.project(title)
@@ -160,7 +165,7 @@ class Bench:
         client = project.client
         started = time.perf_counter()
         for path in paths:
-            task = build_task(parse(path.read_bytes(), path.name), 1, path.name)
+            task = build_task(read_file(path), 1, path.name)
             session_id = task["data"]["session_id"]
             existing = client.tasks.list(project=project.id)
             if any((t.data or {}).get("session_id") == session_id for t in existing):
@@ -331,6 +336,133 @@ class Bench:
         process.wait(60)
         sock.close()
         assert self.count_tasks(project) == N_WATCHED
+
+    # -- export --------------------------------------------------------------------------
+    def export(self) -> None:
+        print(f"\n== export: {N_EXPORT:,} annotated tasks", flush=True)
+        config = (Path(labelsync.__file__).parent / "templates" / "community.xml").read_text()
+        admin = LabelStudio(self.server.url, self.server.legacy_token, 0, 600)
+        project_id = admin.create_project("bench export", config)
+        ls = LabelStudio(self.server.url, self.server.legacy_token, project_id, 600)
+        second = self.second_annotator()
+        rng = random.Random(8)
+        started = time.perf_counter()
+        for first in range(0, N_EXPORT, 1000):
+            batch = [
+                annotated_task(i, rng, second) for i in range(first, min(first + 1000, N_EXPORT))
+            ]
+            ls.import_tasks(batch)
+        row(
+            f"import of {N_EXPORT:,} tasks with their annotations (set-up)",
+            f"{time.perf_counter() - started:.0f} s",
+        )
+        env = self.env(type("P", (), {"id": project_id}), "export")
+        out = self.work / "messages.jsonl"
+        wall, peak = timed(env, "export", "--format", "messages", "--out", str(out))
+        with open(out) as rows:
+            count = sum(1 for _ in rows)
+        row(
+            f"labelsync export --format messages, {N_EXPORT:,} annotated tasks",
+            f"{wall:.1f} s, {N_EXPORT / wall:,.0f} tasks/s, {count:,} rows, "
+            f"peak RSS {peak:.0f} MiB",
+        )
+        wall, peak = timed(env, "export", "--format", "sft", "--out", str(self.work / "sft.jsonl"))
+        row(
+            "labelsync export --format sft (latest version kept on disk)",
+            f"{wall:.1f} s, peak RSS {peak:.0f} MiB",
+        )
+        wall, peak = timed(env, "report", "--out", str(self.work / "report.html"))
+        row(
+            f"labelsync report, {N_EXPORT:,} annotated tasks",
+            f"{wall:.1f} s, peak RSS {peak:.0f} MiB",
+        )
+        started = time.perf_counter()
+        with httpx.stream(
+            "GET",
+            f"{self.server.url}/api/projects/{project_id}/export",
+            params={"exportType": "JSON"},
+            headers={"Authorization": f"Token {self.server.legacy_token}"},
+            timeout=3600,
+        ) as response:
+            size = sum(len(chunk) for chunk in response.iter_bytes())
+        row(
+            "for comparison: the project export endpoint, whole (download only, no parsing)",
+            f"{time.perf_counter() - started:.1f} s, {size / 2**20:,.0f} MiB in one answer",
+        )
+
+    def second_annotator(self) -> int:
+        headers = {"Authorization": f"Token {self.server.legacy_token}"}
+        response = httpx.post(
+            f"{self.server.url}/api/users/",
+            json={"email": "second@example.com", "username": "second@example.com"},
+            headers=headers,
+            timeout=60,
+        )
+        response.raise_for_status()
+        return int(response.json()["id"])
+
+
+def annotated_task(i: int, rng: random.Random, second: int) -> dict[str, Any]:
+    """A corpus conversation as labelsync sends it, with one annotation (two on every
+    tenth task, the second by another annotator) in the shipped template's format."""
+    chat = conversation(f"e-{i:06d}", rng.randint(2, 6), rng)
+    chat["timestamp"] = f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00Z"
+    chat["model"] = ("llama3.2:1b", "llama3.2:latest", "gpt-4o-mini")[i % 3]
+    task = build_task(readers.read(chat), 1, f"conversation_e-{i:06d}.json")
+
+    def result() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = [
+            {"from_name": "rating", "to_name": "chat", "type": "rating",
+             "value": {"rating": rng.randint(1, 5)}},
+            {"from_name": "answered", "to_name": "chat", "type": "choices",
+             "value": {"choices": [rng.choice(["Yes", "Partly", "No"])]}},
+        ]  # fmt: skip
+        for m in task["data"]["chat"]:
+            n = m["index"]
+            if m["role"] == "assistant":
+                items += [
+                    {"from_name": f"clarity_{n}", "to_name": f"msg_{n}", "type": "rating",
+                     "value": {"rating": rng.randint(1, 5)}},
+                    {"from_name": f"accuracy_{n}", "to_name": f"msg_{n}", "type": "rating",
+                     "value": {"rating": rng.randint(1, 5)}},
+                    {"from_name": f"tone_{n}", "to_name": f"msg_{n}", "type": "choices",
+                     "value": {"choices": [rng.choice(["Appropriate", "Too formal"])]}},
+                ]  # fmt: skip
+        return items
+
+    task["annotations"] = [{"result": result()}]
+    if i % 10 == 0:
+        task["annotations"].append({"result": result(), "completed_by": second})
+    return task
+
+
+def timed(env: dict[str, str], *args: str) -> tuple[float, float]:
+    """Wall time and peak RSS (MiB) of one labelsync command.
+
+    GNU time reports the peak: wait4's ru_maxrss for a child of this process would
+    count this process's memory too, held by the forked child until it execs.
+    """
+    with tempfile.NamedTemporaryFile("r") as peak:
+        started = time.perf_counter()
+        result = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", peak.name,
+             sys.executable, "-m", "labelsync.cli", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+        kib = int(peak.read().split()[-1])
+    if result.returncode != 0:
+        raise SystemExit(f"labelsync {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    print(f"    {result.stderr.strip()[-600:]}", flush=True)
+    return wall, kib / 1024
+
+
+def read_file(path: Path) -> Any:
+    return readers.read(json.loads(path.read_bytes()), file_name=path.name)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -722,32 +722,87 @@ def _export_counts(fmt: str, tally: Counter[str], out: Path | None) -> None:
 
 @contextmanager
 def _annotated(settings: Settings, what: str) -> Iterator[Any]:
-    """The project's template, its annotators' names, and its annotated tasks, page by page."""
+    """The project's template, its annotators' names, and its annotated tasks, page by page.
+
+    Reads are retried like backfill's (LABELSYNC_RETRY_ATTEMPTS); SIGINT or SIGTERM
+    stops at once, and a file given with --out is then not written.
+    """
     from labelsync.annotations import UnknownConfig, template_of
-    from labelsync.labelstudio import LabelStudio
+    from labelsync.delivery import Delivery, RetryPolicy, Stopped
+    from labelsync.labelstudio import LabelStudio, LabelStudioError
 
     settings.require("label_studio_api_key", "label_studio_project_id")
     assert settings.label_studio_project_id is not None
+    stop = threading.Event()
     ls = LabelStudio(
         settings.label_studio_url,
         settings.api_key,
         settings.label_studio_project_id,
         settings.timeout_seconds,
+        stop=stop,
     )
+    delivery = Delivery(ls, stop, RetryPolicy(attempts=settings.retry_attempts))
+    with _stop_on_signals(stop):
+        try:
+            try:
+                template = template_of(delivery.call(ls.label_config))
+            except UnknownConfig as exc:
+                raise _Fail(
+                    f"{what}: project {settings.label_studio_project_id}: {escape(str(exc))}"
+                ) from None
+            try:
+                annotators = delivery.call(ls.users)
+            except LabelStudioError:  # a key that may not list users: ids name them
+                annotators = {}
+
+            def pages(advance: Any) -> Iterator[Any]:
+                for page in _read_ahead(ls.annotated_pages(call=delivery.call), stop):
+                    advance(len(page.tasks), page.remaining)
+                    yield page
+
+            yield template, annotators, pages
+        except Stopped:
+            raise _Fail(
+                f"{what}: interrupted before the end; nothing was written to --out"
+            ) from None
+
+
+def _read_ahead(pages: Iterator[Any], stop: threading.Event) -> Iterator[Any]:
+    """The next page is asked for while this one is written: Label Studio's time and
+    ours overlap instead of adding up. One thread makes every request, in order, so
+    the connection still has one exchange at a time; at most two pages wait."""
+    import contextlib
+    import queue
+
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+    done = object()
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                ready.put(("page", page))
+                if stop.is_set():
+                    return
+            ready.put(("end", done))
+        except BaseException as exc:  # handed to the reader, who raises it
+            ready.put(("error", exc))
+
+    thread = threading.Thread(target=fetch, name="labelsync-read-ahead", daemon=True)
+    thread.start()
     try:
-        template = template_of(ls.label_config())
-    except UnknownConfig as exc:
-        raise _Fail(
-            f"{what}: project {settings.label_studio_project_id}: {escape(str(exc))}"
-        ) from None
-    annotators = ls.users()
-
-    def pages(advance: Any) -> Iterator[Any]:
-        for page in ls.annotated_pages():
-            advance(len(page.tasks), page.remaining)
-            yield page
-
-    yield template, annotators, pages
+        while True:
+            kind, item = ready.get()
+            if kind == "error":
+                raise item
+            if kind == "end":
+                return
+            yield item
+    finally:
+        stop.set()  # a reader that gave up (an error, a stop): the fetcher ends too
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)  # make room, so a waiting put() returns
+        thread.join()
 
 
 @contextmanager

@@ -8,6 +8,7 @@ this module says what is asked and what the answer means.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -320,8 +321,13 @@ class LabelStudio:
             if isinstance(u, dict) and isinstance(u.get("id"), int)
         }
 
-    def annotated_pages(self, page_size: int = 1000) -> Iterator[AnnotatedPage]:
-        """Every task with at least one annotation, a page at a time, in id order.
+    def annotated_pages(
+        self,
+        page_size: int = 1000,
+        call: Callable[[Callable[[], AnnotatedPage]], AnnotatedPage] = lambda ask: ask(),
+    ) -> Iterator[AnnotatedPage]:
+        """Every task with at least one annotation, a page at a time, in id order;
+        `call` makes each request (Delivery.call: retried, cut short by a stop).
 
         How, measured on 10,000 annotated tasks (Label Studio 1.23.2, SQLite, 2 cores):
         the task list with `fields=all` took 39 s (it computes every Data Manager
@@ -334,52 +340,55 @@ class LabelStudio:
         the id (`id > last`), not a page number, so an annotation submitted during
         the export moves no task across a page boundary (none read twice or missed).
         """
-        what = "list annotated tasks"
-        last = 0
+        after = 0
         while True:
-            query = {
-                "filters": {
-                    "conjunction": "and",
-                    "items": [
-                        {
-                            "filter": "filter:tasks:total_annotations",
-                            "operator": "greater",
-                            "type": "Number",
-                            "value": 0,
-                        },
-                        {
-                            "filter": "filter:tasks:id",
-                            "operator": "greater",
-                            "type": "Number",
-                            "value": last,
-                        },
-                    ],
-                },
-                "ordering": ["tasks:id"],
-            }
-            params = {
-                "project": self.project_id,
-                "fields": "all",
-                "include": _ANNOTATED_FIELDS,
-                "page_size": page_size,
-                "page": 1,
-                "query": json.dumps(query),
-            }
-            body = expect(
-                self._connection, what, self._json(what, "GET", "api/tasks/", params), dict
-            )
-            tasks = body.get("tasks")
-            if not isinstance(tasks, list) or not all(
-                isinstance(t, dict) and isinstance(t.get("id"), int) for t in tasks
-            ):
-                raise unexpected(self._connection, what, "tasks without ids")
-            if not tasks:
+            page = call(functools.partial(self.annotated_page, after, page_size))
+            if not page.tasks:
                 return
-            total = body.get("total")
-            yield AnnotatedPage(tasks, total if isinstance(total, int) else len(tasks))
-            if len(tasks) < page_size:
+            yield page
+            if len(page.tasks) < page_size:
                 return
-            last = max(t["id"] for t in tasks)
+            after = max(t["id"] for t in page.tasks)
+
+    def annotated_page(self, after: int, page_size: int = 1000) -> AnnotatedPage:
+        """Up to `page_size` annotated tasks with ids above `after`, in id order."""
+        what = "list annotated tasks"
+        query = {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {
+                        "filter": "filter:tasks:total_annotations",
+                        "operator": "greater",
+                        "type": "Number",
+                        "value": 0,
+                    },
+                    {
+                        "filter": "filter:tasks:id",
+                        "operator": "greater",
+                        "type": "Number",
+                        "value": after,
+                    },
+                ],
+            },
+            "ordering": ["tasks:id"],
+        }
+        params = {
+            "project": self.project_id,
+            "fields": "all",
+            "include": _ANNOTATED_FIELDS,
+            "page_size": page_size,
+            "page": 1,
+            "query": json.dumps(query),
+        }
+        body = expect(self._connection, what, self._json(what, "GET", "api/tasks/", params), dict)
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("id"), int) for t in tasks
+        ):
+            raise unexpected(self._connection, what, "tasks without ids")
+        total = body.get("total")
+        return AnnotatedPage(tasks, total if isinstance(total, int) else len(tasks))
 
     # -- plumbing ------------------------------------------------------------------------
     def _tasks(self, query: dict[str, Any] | None) -> Iterator[tuple[int, dict[str, Any]]]:

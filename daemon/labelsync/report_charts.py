@@ -82,7 +82,7 @@ def by_week(summary: Summary) -> str:
 def messages_by_model(summary: Summary) -> str:
     """Mean clarity and accuracy of the replies, per model."""
     plt = _pyplot()
-    models = sorted(summary.by_model)
+    models = [m for m, g in sorted(summary.by_model.items()) if g.clarity.n or g.accuracy.n]
     fig, axes = plt.subplots(figsize=(10, _height(len(models) * 2)))
     y = range(len(models))
     clarity = [summary.by_model[m].clarity.mean or 0 for m in models]

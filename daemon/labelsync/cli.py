@@ -762,9 +762,7 @@ def _annotated(settings: Settings, what: str) -> Iterator[Any]:
 
             yield template, annotators, pages
         except Stopped:
-            raise _Fail(
-                f"{what}: interrupted before the end; nothing was written to --out"
-            ) from None
+            raise _Fail(f"{what}: interrupted (a file given with --out is not written)") from None
 
 
 def _read_ahead(pages: Iterator[Any], stop: threading.Event) -> Iterator[Any]:

@@ -61,7 +61,7 @@ def rich_task(**extra: Any) -> dict[str, Any]:
 
 
 def per_message_result() -> list[dict[str, Any]]:
-    """What the browser test submitted: conversation 4 stars, Partly; reply 6 rated; 7 a complaint."""
+    """What the browser test submitted: 4 stars, Partly; reply 6 rated; message 7 a complaint."""
     return [
         rating("rating", "chat", 4),
         choices("answered", "chat", "Partly"),

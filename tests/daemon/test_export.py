@@ -5,6 +5,9 @@ the JSON Lines read back exactly."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon.conftest import project_tasks, run
+from tests.daemon.conftest import LABELSYNC, project_tasks, run
 from tests.daemon.test_annotations import EARLIER_TEMPLATE, choices, rating, text
 from tests.support.corpus import conversation, rich_conversation, write_atomic, write_corpus
+from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.labelstudio import create_project
 
 pytestmark = pytest.mark.labelstudio
@@ -317,6 +321,14 @@ def test_a_foreign_config_is_one_clear_line_and_nothing_is_written(env, label_st
     assert line.startswith(f"labelsync: export: project {foreign.id}: ")
     assert '<Rating name="rating">' in line and "labelsync init-project" in line
     assert not out.exists()
+    page = tmp_path / "report.html"
+    result = run(
+        ["report", "--out", str(page)], {**env, "LABEL_STUDIO_PROJECT_ID": str(foreign.id)}
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"labelsync: report: project {foreign.id}: ")
+    assert not page.exists()
 
 
 def test_out_file_empty_project_and_misused_options(env):
@@ -328,3 +340,43 @@ def test_out_file_empty_project_and_misused_options(env):
     assert out.read_text() == ""
     result = run(["export", "--format", "kto", "--min-rating", "4"], project.env)
     assert result.returncode == 2 and "--min-rating applies to --format sft only" in result.stderr
+
+
+def test_a_failed_page_is_asked_again_and_a_stop_leaves_no_file(env, tmp_path):
+    """A 502 from a proxy in front of Label Studio is retried; SIGTERM while a page is on
+    its way ends the export at once, with one line and no half-written --out file."""
+    project = rated(synced(env))
+    direct, _, _ = project.export("--format", "messages")
+    with FaultProxy(project.url) as proxy:
+        through = {**project.env, "LABEL_STUDIO_URL": proxy.url}
+        proxy.add(Fault("GET", "/api/tasks/", "status", status=502))
+        out = tmp_path / "messages.jsonl"
+        result = run(["export", "--format", "messages", "--out", str(out)], through)
+        assert result.returncode == 0, result.stderr
+        assert [json.loads(line) for line in out.read_text().splitlines()] == direct
+        assert [s for m, p, s in proxy.seen if p.startswith("/api/tasks/")][:2] == [502, 200]
+
+        out.unlink()
+        proxy.add(Fault("GET", "/api/tasks/", "forward_then_hang", hang_s=60))
+        process = subprocess.Popen(
+            [*LABELSYNC, "export", "--format", "messages", "--out", str(out)],
+            env=through,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        before = len(proxy.seen)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+            p.startswith("/api/users/") for _, p, _ in proxy.seen[before:]
+        ):
+            time.sleep(0.1)
+        time.sleep(1.0)  # the users are known: the first page is on its way, and held
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "labelsync: export: interrupted (a file given with --out is not written)"
+    )
+    assert not out.exists()
+    assert not list(tmp_path.glob(".messages.jsonl*"))

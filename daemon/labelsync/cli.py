@@ -824,6 +824,315 @@ def _create_view(settings: Settings, project_id: int) -> None:
         )
 
 
+# -- export --------------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["messages", "sft", "kto"]),
+    required=True,
+    help="messages: a row per judged message; sft: {messages} of well-rated conversations; "
+    "kto: {prompt, completion, label} per judged assistant reply.",
+)
+@click.option(
+    "--min-rating",
+    type=click.FloatRange(1, 5),
+    default=None,
+    help="sft: the least mean conversation rating kept (default 4).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write here (replaced only once the export is whole); default: stdout.",
+)
+@click.pass_context
+def export(ctx: click.Context, fmt: str, min_rating: float | None, out: Path | None) -> None:
+    """Write the project's annotations as JSON Lines, for training or analysis."""
+    from labelsync import export as exporting
+
+    if min_rating is not None and fmt != "sft":
+        raise _Fail("--min-rating applies to --format sft only")
+    settings = _settings(ctx)
+    tally: Counter[str] = Counter()
+    with (
+        _user_errors(),
+        _annotated(settings, "export") as (template, annotators, pages),
+        _progress("tasks") as advance,
+        _output(out) as stream,
+    ):
+        exporting.write(
+            exporting.read_tasks(pages(advance), template, tally),
+            fmt,
+            stream,
+            annotators=annotators,
+            min_rating=exporting.DEFAULT_MIN_RATING if min_rating is None else min_rating,
+            tally=tally,
+        )
+    _export_counts(fmt, tally, out)
+    if not tally["rows"] or tally["not_ours"]:
+        ctx.exit(EXIT_QUARANTINED)
+
+
+def _export_counts(fmt: str, tally: Counter[str], out: Path | None) -> None:
+    parts = [
+        f"{tally['tasks']} annotated tasks read",
+        f"{tally['annotations']} annotations",
+    ]
+    if tally["not_ours"]:
+        parts.append(f"{tally['not_ours']} tasks skipped (not made by labelsync)")
+    if tally["skipped_only"]:
+        parts.append(f"{tally['skipped_only']} tasks with only skipped or empty annotations")
+    if fmt == "sft":
+        parts.append(
+            f"{tally['conversations']} conversations (latest annotated version): "
+            f"{tally['sft_kept']} kept, {tally['sft_below']} rated below --min-rating, "
+            f"{tally['sft_unrated']} without a conversation rating"
+        )
+    elif fmt == "kto":
+        parts.append(
+            f"{tally['conversations']} conversations (latest annotated version): "
+            f"{tally['kto_desirable']} desirable, {tally['kto_undesirable']} undesirable, "
+            f"{tally['kto_undecided']} replies neither"
+        )
+    where = f" to {out}" if out else ""
+    parts.append(f"{tally['rows']} rows written{where}")
+    click.echo("labelsync export: " + "; ".join(parts), err=True)
+    if not tally["rows"]:
+        click.echo("labelsync export: nothing to export", err=True)
+
+
+@contextmanager
+def _annotated(settings: Settings, what: str) -> Iterator[Any]:
+    """The project's template, its annotators' names, and its annotated tasks, page by page.
+
+    Reads are retried like backfill's (LABELSYNC_RETRY_ATTEMPTS); SIGINT or SIGTERM
+    stops at once, and a file given with --out is then not written.
+    """
+    from labelsync.annotations import UnknownConfig, template_of
+    from labelsync.delivery import Delivery, RetryPolicy, Stopped
+    from labelsync.labelstudio import LabelStudio, LabelStudioError
+
+    settings.require("label_studio_api_key", "label_studio_project_id")
+    assert settings.label_studio_project_id is not None
+    stop = threading.Event()
+    ls = LabelStudio(
+        settings.label_studio_url,
+        settings.api_key,
+        settings.label_studio_project_id,
+        settings.timeout_seconds,
+        stop=stop,
+    )
+    delivery = Delivery(ls, stop, RetryPolicy(attempts=settings.retry_attempts))
+    with _stop_on_signals(stop):
+        try:
+            try:
+                template = template_of(delivery.call(ls.label_config))
+            except UnknownConfig as exc:
+                raise _Fail(
+                    f"{what}: project {settings.label_studio_project_id}: {escape(str(exc))}"
+                ) from None
+            try:
+                annotators = delivery.call(ls.users)
+            except LabelStudioError:  # a key that may not list users: ids name them
+                annotators = {}
+
+            def pages(advance: Any) -> Iterator[Any]:
+                for page in _read_ahead(ls.annotated_pages(call=delivery.call), stop):
+                    advance(len(page.tasks), page.remaining)
+                    yield page
+
+            yield template, annotators, pages
+        except Stopped:
+            raise _Fail(f"{what}: interrupted (a file given with --out is not written)") from None
+
+
+def _read_ahead(pages: Iterator[Any], stop: threading.Event) -> Iterator[Any]:
+    """The next page is asked for while this one is written: Label Studio's time and
+    ours overlap instead of adding up. One thread makes every request, in order, so
+    the connection still has one exchange at a time; at most two pages wait."""
+    import contextlib
+    import queue
+
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+    done = object()
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                ready.put(("page", page))
+                if stop.is_set():
+                    return
+            ready.put(("end", done))
+        except BaseException as exc:  # handed to the reader, who raises it
+            ready.put(("error", exc))
+
+    thread = threading.Thread(target=fetch, name="labelsync-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = ready.get()
+            if kind == "error":
+                raise item
+            if kind == "end":
+                return
+            yield item
+    finally:
+        stop.set()  # a reader that gave up (an error, a stop): the fetcher ends too
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)  # make room, so a waiting put() returns
+        thread.join()
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Any]:
+    """A progress bar on stderr when it is a terminal; advance(n, remaining_from_here)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(
+        *columns, TimeElapsedColumn(), console=console, disable=not console.is_terminal
+    ) as progress:
+        bar = progress.add_task(label, total=None)
+        done = 0
+
+        def advance(n: int, remaining: int) -> None:
+            nonlocal done
+            progress.update(bar, total=done + remaining, completed=done + n)
+            done += n
+
+        yield advance
+
+
+@contextmanager
+def _output(out: Path | None) -> Iterator[Any]:
+    """stdout, or a file that appears whole: written beside it, renamed at the end."""
+    import os
+    import sys
+
+    if out is None:
+        if hasattr(sys.stdout, "reconfigure"):  # JSON Lines are UTF-8 whatever the locale
+            sys.stdout.reconfigure(encoding="utf-8")
+        try:
+            yield sys.stdout
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has had enough
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise SystemExit(EXIT_OK) from None
+        return
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        stream = open(partial, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise _Fail(f"--out {escape(str(out))}: {exc.strerror}") from None
+    try:
+        with stream:
+            yield stream
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+# -- report --------------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML page (self-contained: it opens with no network).",
+)
+@click.pass_context
+def report(ctx: click.Context, out: Path) -> None:
+    """Summarise the annotations: a terminal summary and an HTML page with charts."""
+    from labelsync.export import read_tasks
+    from labelsync.report import Summary
+
+    try:
+        from labelsync import report_html
+    except ImportError as exc:  # matplotlib is an extra
+        raise _Fail(
+            f"labelsync report draws its charts with matplotlib ({exc.name} is missing): "
+            "pip install 'labelsync[report]'"
+        ) from None
+    settings = _settings(ctx)
+    tally: Counter[str] = Counter()
+    summary = Summary()
+    with _user_errors(), _annotated(settings, "report") as (template, _, pages):
+        with _progress("tasks") as advance:
+            for task in read_tasks(pages(advance), template, tally):
+                summary.add(task)
+        assert settings.label_studio_project_id is not None
+        link = report_html.task_link(settings.label_studio_url, settings.label_studio_project_id)
+        title = f"Annotations of project {settings.label_studio_project_id}"
+        with _output(out) as stream:
+            stream.write(report_html.page(summary, title, link))
+    _report_summary(summary, tally, out, link)
+    if not summary.tasks or tally["not_ours"]:
+        ctx.exit(EXIT_QUARANTINED)
+
+
+def _report_summary(summary: Any, tally: Counter[str], out: Path, link: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from labelsync.report import ANSWERS
+    from labelsync.report_html import AGREEMENT_LABELS
+
+    console = Console(highlight=False)
+
+    def f(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    console.print(
+        f"{summary.tasks:,} annotated tasks, {summary.annotations:,} annotations by "
+        f"{len(summary.annotators)} annotators"
+        + (
+            f"; {tally['not_ours']} tasks skipped (not made by labelsync)"
+            if tally["not_ours"]
+            else ""
+        ),
+        markup=False,
+    )
+    if not summary.tasks:
+        console.print("nothing to report yet: no task has a submitted annotation", markup=False)
+    per_model = Table(title="per model")
+    for column in ("model", "tasks", "mean rating", *ANSWERS, "clarity", "accuracy"):
+        per_model.add_column(column, justify="left" if column == "model" else "right")
+    for model, g in sorted(summary.by_model.items()):
+        per_model.add_row(  # Text: a model's name is shown as it is, never read as markup
+            Text(escape(model)),
+            str(g.tasks),
+            f(g.rating.mean),
+            *(str(g.answered[a]) for a in ANSWERS),
+            f(g.clarity.mean),
+            f(g.accuracy.mean),
+        )
+    if summary.tasks:
+        console.print(per_model, markup=False)
+    for name, alpha in summary.agreement.items():
+        label, kind, units = AGREEMENT_LABELS[name]
+        value = alpha.value()
+        shown = "n/a" if value is None else f"{value:.3f}"
+        console.print(
+            f"agreement on the {label} (Krippendorff's alpha, {kind}): {shown}, "
+            f"on {alpha.units:,} {units} with two or more annotations",
+            markup=False,
+        )
+    for r in summary.worst()[:5]:
+        console.print(
+            f"worst: {r.score:.1f} {escape(r.thread_id)} v{r.version} #{r.index} "
+            f"({escape(r.model)}): {link(r.task_id)}",
+            markup=False,
+        )
+    console.print(f"report: {out}", markup=False)
+
+
 def load_template(template: str) -> str:
     if template in ("community", "enterprise"):
         return resources.files("labelsync").joinpath("templates", f"{template}.xml").read_text()

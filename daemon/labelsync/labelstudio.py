@@ -8,6 +8,7 @@ this module says what is asked and what the answer means.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -56,6 +57,9 @@ __all__ = [
 
 
 _KEYS_PER_LOOKUP = 25
+_ANNOTATED_FIELDS = (
+    "id,data,meta,annotations,result,completed_by,created_at,updated_at,was_cancelled"
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,15 @@ def remote_version(task_id: int, data: dict[str, Any]) -> RemoteVersion | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class AnnotatedPage:
+    """Tasks as the task list gives them (id, data, meta, annotations); `remaining`: how
+    many annotated tasks were left from this page on, the page included."""
+
+    tasks: list[dict[str, Any]]
+    remaining: int
 
 
 def encode_task(task: dict[str, Any]) -> bytes:
@@ -331,6 +344,97 @@ class LabelStudio:
         }
         body = encode_task({"project": self.project_id, "data": data})
         self._json(what, "POST", "api/dm/views/", {}, body)
+
+    # -- annotations ---------------------------------------------------------------------
+    def label_config(self) -> str:
+        """The project's labeling config (XML): which template its annotations follow."""
+        what = "read project"
+        project = expect(
+            self._connection, what, self._json(what, "GET", f"api/projects/{self.project_id}"), dict
+        )
+        config = project.get("label_config")
+        if not isinstance(config, str):
+            raise unexpected(self._connection, what, "a project without a labeling config")
+        return config
+
+    def users(self) -> dict[int, str]:
+        """User id -> e-mail, to name annotators (annotations only hold the id)."""
+        what = "list users"
+        answer = expect(self._connection, what, self._json(what, "GET", "api/users/"), list)
+        return {
+            u["id"]: str(u.get("email") or u.get("username") or f"user {u['id']}")
+            for u in answer
+            if isinstance(u, dict) and isinstance(u.get("id"), int)
+        }
+
+    def annotated_pages(
+        self,
+        page_size: int = 1000,
+        call: Callable[[Callable[[], AnnotatedPage]], AnnotatedPage] = lambda ask: ask(),
+    ) -> Iterator[AnnotatedPage]:
+        """Every task with at least one annotation, a page at a time, in id order;
+        `call` makes each request (Delivery.call: retried, cut short by a stop).
+
+        How, measured on 10,000 annotated tasks (Label Studio 1.23.2, SQLite, 2 cores):
+        the task list with `fields=all` took 39 s (it computes every Data Manager
+        column); the project export endpoint 18.6 s, but it builds the whole export in
+        the server's memory before the first byte (and 22.5 s fetched 250 ids at a
+        time); the task list with `fields=all`, a filter on annotated tasks and
+        `include` naming only the fields read, 19.2 s, the first page after 2.1 s.
+        `include` is applied by every serializer the answer goes through, the
+        annotations' too, so it names the annotation fields as well. Pages follow
+        the id (`id > last`), not a page number, so an annotation submitted during
+        the export moves no task across a page boundary (none read twice or missed).
+        """
+        after = 0
+        while True:
+            page = call(functools.partial(self.annotated_page, after, page_size))
+            if not page.tasks:
+                return
+            yield page
+            if len(page.tasks) < page_size:
+                return
+            after = max(t["id"] for t in page.tasks)
+
+    def annotated_page(self, after: int, page_size: int = 1000) -> AnnotatedPage:
+        """Up to `page_size` annotated tasks with ids above `after`, in id order."""
+        what = "list annotated tasks"
+        query = {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {
+                        "filter": "filter:tasks:total_annotations",
+                        "operator": "greater",
+                        "type": "Number",
+                        "value": 0,
+                    },
+                    {
+                        "filter": "filter:tasks:id",
+                        "operator": "greater",
+                        "type": "Number",
+                        "value": after,
+                    },
+                ],
+            },
+            "ordering": ["tasks:id"],
+        }
+        params = {
+            "project": self.project_id,
+            "fields": "all",
+            "include": _ANNOTATED_FIELDS,
+            "page_size": page_size,
+            "page": 1,
+            "query": json.dumps(query),
+        }
+        body = expect(self._connection, what, self._json(what, "GET", "api/tasks/", params), dict)
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("id"), int) for t in tasks
+        ):
+            raise unexpected(self._connection, what, "tasks without ids")
+        total = body.get("total")
+        return AnnotatedPage(tasks, total if isinstance(total, int) else len(tasks))
 
     # -- plumbing ------------------------------------------------------------------------
     def _tasks(self, query: dict[str, Any] | None) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -12,10 +12,13 @@ a time. Sections can be picked: `python -m tests.bench backfill watch`.
   sources   one JSONL file of 100,000 conversations vs the same as 100,000 files;
             peak RSS reading a 1 GB JSON array export; `labelsync run` tailing a
             log appended at 1,000 lines a second (CPU, last line to task visible)
+  export    100,000 annotated tasks (imported with their annotations): labelsync export
+            --format messages (time, peak RSS), the project export endpoint for
+            comparison, and labelsync report (time)
 
 Sizes: BENCH_FILES (5000), BENCH_TUTORIAL_FILES (150), BENCH_LATENCY_FILES (200),
 BENCH_BURST (1000), BENCH_WATCHED (100000), BENCH_JSONL (100000), BENCH_EXPORT_MB
-(1024), BENCH_TAIL_SECONDS (60).
+(1024), BENCH_TAIL_SECONDS (60), BENCH_EXPORT_TASKS (100000).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 import httpx
 
+import labelsync
 from labelsync import readers
 from labelsync.labelstudio import LabelStudio
 from labelsync.task import build_task
@@ -52,6 +56,7 @@ N_WATCHED = int(os.environ.get("BENCH_WATCHED", "100000"))
 N_JSONL = int(os.environ.get("BENCH_JSONL", "100000"))
 EXPORT_MB = int(os.environ.get("BENCH_EXPORT_MB", "1024"))
 TAIL_S = float(os.environ.get("BENCH_TAIL_SECONDS", "60"))
+N_EXPORT = int(os.environ.get("BENCH_EXPORT_TASKS", "100000"))
 
 ROWS: list[tuple[str, str, str]] = []  # (measure, figure, target)
 
@@ -412,20 +417,10 @@ class Bench:
         size_mb = sum(p.stat().st_size for p in directory.iterdir()) / 1024 / 1024
         project = self.project("bench big files")
         env = self.env(project, "big", LABELSYNC_WATCH_DIR=str(directory))
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "labelsync.cli", "backfill"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        if status != 0:
-            raise SystemExit(f"backfill of the big files failed ({status})")
+        seconds, peak = timed(env, "backfill")
         row(
             f"peak RSS of a backfill of 120 files of 5 MB ({size_mb:,.0f} MB)",
-            f"{usage.ru_maxrss / 1024:.0f} MiB, {seconds:.0f} s",
+            f"{peak:.0f} MiB, {seconds:.0f} s",
         )
         shutil.rmtree(directory)
 
@@ -445,23 +440,13 @@ class Bench:
                 count += 1
             out.write("]")
         size_mb = path.stat().st_size / 1024 / 1024
-        project = self.project("bench export")
-        env = self.env(project, "export", LABELSYNC_WATCH_DIR=str(directory))
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "labelsync.cli", "backfill", "--dry-run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        if status != 0:
-            raise SystemExit(f"dry-run backfill of the export failed ({status})")
+        project = self.project("bench export memory")
+        env = self.env(project, "export-memory", LABELSYNC_WATCH_DIR=str(directory))
+        seconds, peak = timed(env, "backfill", "--dry-run")
         row(
             f"peak RSS reading a {size_mb:,.0f} MB JSON array export ({count:,} conversations, "
             "backfill --dry-run)",
-            f"{usage.ru_maxrss / 1024:.0f} MiB, {seconds:.0f} s",
+            f"{peak:.0f} MiB, {seconds:.0f} s",
             "flat, < 300 MB",
         )
         path.unlink()
@@ -542,6 +527,138 @@ class Bench:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
         sock.close()
+
+    # -- export --------------------------------------------------------------------------
+    def export(self) -> None:
+        print(f"\n== export: {N_EXPORT:,} annotated tasks", flush=True)
+        config = (Path(labelsync.__file__).parent / "templates" / "community.xml").read_text()
+        admin = LabelStudio(self.server.url, self.server.legacy_token, 0, 600)
+        project_id = admin.create_project("bench export", config)
+        ls = LabelStudio(self.server.url, self.server.legacy_token, project_id, 600)
+        second = self.second_annotator()
+        rng = random.Random(8)
+        started = time.perf_counter()
+        for first in range(0, N_EXPORT, 1000):
+            batch = [
+                annotated_task(i, rng, second) for i in range(first, min(first + 1000, N_EXPORT))
+            ]
+            ls.import_tasks(batch)
+        row(
+            f"import of {N_EXPORT:,} tasks with their annotations (set-up)",
+            f"{time.perf_counter() - started:.0f} s",
+        )
+        env = self.env(type("P", (), {"id": project_id}), "export")
+        out = self.work / "messages.jsonl"
+        wall, peak = timed(env, "export", "--format", "messages", "--out", str(out))
+        with open(out) as rows:
+            count = sum(1 for _ in rows)
+        row(
+            f"labelsync export --format messages, {N_EXPORT:,} annotated tasks",
+            f"{wall:.1f} s, {N_EXPORT / wall:,.0f} tasks/s, {count:,} rows, "
+            f"peak RSS {peak:.0f} MiB",
+        )
+        wall, peak = timed(env, "export", "--format", "sft", "--out", str(self.work / "sft.jsonl"))
+        row(
+            "labelsync export --format sft (latest version kept on disk)",
+            f"{wall:.1f} s, peak RSS {peak:.0f} MiB",
+        )
+        wall, peak = timed(env, "report", "--out", str(self.work / "report.html"))
+        row(
+            f"labelsync report, {N_EXPORT:,} annotated tasks",
+            f"{wall:.1f} s, peak RSS {peak:.0f} MiB",
+        )
+        started = time.perf_counter()
+        with httpx.stream(
+            "GET",
+            f"{self.server.url}/api/projects/{project_id}/export",
+            params={"exportType": "JSON"},
+            headers={"Authorization": f"Token {self.server.legacy_token}"},
+            timeout=3600,
+        ) as response:
+            size = sum(len(chunk) for chunk in response.iter_bytes())
+        row(
+            "for comparison: the project export endpoint, whole (download only, no parsing)",
+            f"{time.perf_counter() - started:.1f} s, {size / 2**20:,.0f} MiB in one answer",
+        )
+
+    def second_annotator(self) -> int:
+        headers = {"Authorization": f"Token {self.server.legacy_token}"}
+        response = httpx.post(
+            f"{self.server.url}/api/users/",
+            json={"email": "second@example.com", "username": "second@example.com"},
+            headers=headers,
+            timeout=60,
+        )
+        response.raise_for_status()
+        return int(response.json()["id"])
+
+
+def annotated_task(i: int, rng: random.Random, second: int) -> dict[str, Any]:
+    """A corpus conversation as labelsync sends it, with one annotation (two on every
+    tenth task, the second by another annotator) in the shipped template's format."""
+    chat = conversation(f"e-{i:06d}", rng.randint(2, 6), rng)
+    chat["timestamp"] = f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00Z"
+    chat["model"] = ("llama3.2:1b", "llama3.2:latest", "gpt-4o-mini")[i % 3]
+    task = build_task(readers.read(chat), 1, f"conversation_e-{i:06d}.json")
+
+    def result() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = [
+            {"from_name": "rating", "to_name": "chat", "type": "rating",
+             "value": {"rating": rng.randint(1, 5)}},
+            {"from_name": "answered", "to_name": "chat", "type": "choices",
+             "value": {"choices": [rng.choice(["Yes", "Partly", "No"])]}},
+        ]  # fmt: skip
+        for m in task["data"]["chat"]:
+            n = m["index"]
+            if m["role"] == "assistant":
+                items += [
+                    {"from_name": f"clarity_{n}", "to_name": f"msg_{n}", "type": "rating",
+                     "value": {"rating": rng.randint(1, 5)}},
+                    {"from_name": f"accuracy_{n}", "to_name": f"msg_{n}", "type": "rating",
+                     "value": {"rating": rng.randint(1, 5)}},
+                    {"from_name": f"tone_{n}", "to_name": f"msg_{n}", "type": "choices",
+                     "value": {"choices": [rng.choice(["Appropriate", "Too formal"])]}},
+                ]  # fmt: skip
+        return items
+
+    task["annotations"] = [{"result": result()}]
+    if i % 10 == 0:
+        task["annotations"].append({"result": result(), "completed_by": second})
+    return task
+
+
+# Runs one command and prints its peak RSS in KiB: resource's RUSAGE_CHILDREN of this
+# small process, so the figure is labelsync's own (GNU time's way, without GNU time).
+_PEAK = (
+    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(rc)"
+)
+
+
+def timed(env: dict[str, str], *args: str) -> tuple[float, float]:
+    """Wall time and peak RSS (MiB) of one labelsync command.
+
+    Measured from a small wrapper process: wait4's ru_maxrss for a child of this
+    process would count this process's memory too, held by the forked child until
+    it execs.
+    """
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK, sys.executable, "-m", "labelsync.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"labelsync {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    output, _, kib = result.stderr.strip().rpartition("\n")
+    if output:
+        print(f"    {output[-600:]}", flush=True)
+    return wall, int(kib) / 1024
 
 
 def read_file(path: Path) -> Any:

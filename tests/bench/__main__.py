@@ -678,7 +678,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def main() -> None:
-    sections = sys.argv[1:] or ["backfill", "watch", "sources"]
+    sections = sys.argv[1:] or ["backfill", "watch", "sources", "export"]
     work = Path(tempfile.mkdtemp(prefix="labelsync-bench-"))
     print(f"labelsync benchmark on {os.cpu_count()} cores; work dir {work}", flush=True)
     try:

@@ -33,7 +33,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from labelsync.state import Db, State, StateError, StateUnavailable, _t
+from labelsync.state import Db, Identity, State, StateError, StateUnavailable, _t
 
 if TYPE_CHECKING:
     import psycopg
@@ -141,7 +141,12 @@ class PostgresTarget:
 
 
 def open_postgres(
-    url: str, *, password: str | None = None, pool_size: int = 4, timeout_s: float = 10.0
+    url: str,
+    *,
+    password: str | None = None,
+    pool_size: int = 4,
+    timeout_s: float = 10.0,
+    identity: Identity | None = None,
 ) -> State:
     """Connect, migrate, then start the pool. A server out of reach is StateUnavailable;
     a refusal (password, database, permissions) StateError; both name the setting."""
@@ -165,7 +170,8 @@ def open_postgres(
             f"cannot connect to the state database {target} ({message}): check {SETTING}"
             + ("" if refused else " and that PostgreSQL is running")
         ) from None
-    migrated = State.migrated(PostgresBackend(target, _Single(first)))  # closes it on failure
+    # Closes it on failure.
+    migrated = State.migrated(PostgresBackend(target, _Single(first)), identity)
     first.close()
     pool = ConnectionPool(
         target.shown,
@@ -178,7 +184,7 @@ def open_postgres(
         open=False,
     )
     pool.open()
-    state = State(PostgresBackend(target, pool, owner=True))
+    state = State(PostgresBackend(target, pool, owner=True), migrated.identity)
     state.schema_found = migrated.schema_found
     return state
 
@@ -239,6 +245,9 @@ class PostgresBackend:
     kind = "postgresql"
     setting = SETTING
     what = "state database"
+    # Several daemons share it: claims and leases, compared with the server's clock.
+    shared = True
+    now_sql = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
 
     def __init__(
         self, target: PostgresTarget, pool: ConnectionPool[Any] | _Single, owner: bool = False

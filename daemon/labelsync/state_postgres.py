@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
+# While the server is away the pool warns at every try it makes to reconnect; the
+# daemon already says, once per retry, that the state database is unavailable.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 SETTING = "LABELSYNC_STATE_URL"
 SCHEMES = ("postgresql", "postgres")
@@ -182,6 +185,11 @@ def open_postgres(
         name="labelsync-state",
         check=_check_if_idle,
         open=False,
+        # The pool's own reconnection backs off (1, 2, 4, ... s) for up to 5 minutes:
+        # after a 45 s network cut its next try came half a minute after the network was
+        # back. Given up sooner, the daemon's next call starts a new try at once, so the
+        # daemon's backoff (at most 30 s) decides when it is back.
+        reconnect_timeout=max(2.0, timeout_s),
     )
     pool.open()
     state = State(PostgresBackend(target, pool, owner=True), migrated.identity)

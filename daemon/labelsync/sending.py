@@ -489,18 +489,16 @@ class Sender:
             tx.add_versions(versions)
             tx.put_conversations(sent)
             tx.put_files(item.record for item in done)
-            for item in done:
-                if item.keys is not None:
-                    tx.keep_only_conversations(item.record.path, item.keys)
+            tx.keep_only_conversations_of(
+                {item.record.path: item.keys for item in done if item.keys is not None}
+            )
             tx.close_tailed(w.key for w in works if w.tailed)
             # The project's expected task count moves with the rows this very transaction
             # takes out of the outbox: tried again after a COMMIT of unknown outcome, it
             # finds them gone and counts nothing twice.
-            imported = 0
-            for _, pending, _ in batch:
-                mine = tx.drop_outbox([(project_id, pending.sync_key)], owner=self.owner)
-                imported += bool(mine) and pending.sync_key in delivered.task_ids
-            tx.add_to_meta(target.project.count_key, imported)
+            keys = [pending.sync_key for _, pending, _ in batch]
+            dropped = tx.drop_own_outbox(project_id, keys, self.owner) if keys else set()
+            tx.add_to_meta(target.project.count_key, len(dropped & set(delivered.task_ids)))
             tx.release(project_id, claimed, self.owner)
 
         self._write_until_it_holds(record, f"{len(versions)} versions just sent")

@@ -596,16 +596,23 @@ class Tx:
 
     def keep_only_conversations(self, path: str, keys: Iterable[str]) -> None:
         """After a whole file was read again: forget conversations it no longer holds."""
-        keep = {self._stored(k) for k in keys}
-        known = [
-            r[0]
-            for r in self.db.execute(
-                "SELECT key FROM conversations WHERE site = ? AND path = ?", (self.site, path)
-            )
-        ]
+        self.keep_only_conversations_of({path: list(keys)})
+
+    def keep_only_conversations_of(self, files: dict[str, list[str]]) -> None:
+        """The same for many files at once (a chunk's): one query per 500 files, not one
+        per file, which on PostgreSQL is a round trip each."""
+        stale: list[tuple[str, str, str]] = []
+        for chunk in _chunks(list(files)):
+            marks = ",".join("?" * len(chunk))
+            keep = {self._stored(path): {self._stored(k) for k in files[path]} for path in chunk}
+            for path, key in self.db.execute(
+                f"SELECT path, key FROM conversations WHERE site = ? AND path IN ({marks})",
+                (self.site, *chunk),
+            ):
+                if key not in keep.get(path, ()):
+                    stale.append((self.site, path, key))
         self.db.executemany(
-            "DELETE FROM conversations WHERE site = ? AND path = ? AND key = ?",
-            [(self.site, path, k) for k in known if k not in keep],
+            "DELETE FROM conversations WHERE site = ? AND path = ? AND key = ?", stale
         )
 
     def add_versions(self, rows: Iterable[VersionRecord]) -> None:
@@ -685,34 +692,39 @@ class Tx:
         """Rows whose outcome is recorded. With `owner`, only that owner's rows: a row
         another daemon put since (the same content, sent again under its claim) stays.
         Returns how many rows went."""
-        dropped = 0
-        for project_id, key in rows:
-            if owner is None:
-                cursor = self.db.execute(
-                    "DELETE FROM outbox WHERE project_id = ? AND sync_key = ?", (project_id, key)
-                )
-            else:
-                cursor = self.db.execute(
-                    "DELETE FROM outbox WHERE project_id = ? AND sync_key = ? AND owner = ?",
-                    (project_id, key, owner),
-                )
-            dropped += max(0, _rowcount(cursor))
-        return dropped
-
-    def owns_outbox(self, project_id: int, sync_keys: Sequence[str], owner: str) -> int:
-        """How many of these outbox rows `owner` still holds (0: another daemon resolved
-        them, or an earlier try of this very transaction committed)."""
-        held = 0
-        for chunk in _chunks(list(sync_keys)):
-            marks = ",".join("?" * len(chunk))
-            held += int(
-                self.db.execute(
-                    f"SELECT COUNT(*) FROM outbox WHERE project_id = ? AND owner = ?"
-                    f" AND sync_key IN ({marks})",
-                    (project_id, owner, *chunk),
-                ).fetchone()[0]
+        if owner is None:
+            before = self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            self.db.executemany(
+                "DELETE FROM outbox WHERE project_id = ? AND sync_key = ?", list(rows)
             )
-        return held
+            return int(before) - int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        by_project: dict[int, list[str]] = {}
+        for project_id, key in rows:
+            by_project.setdefault(project_id, []).append(key)
+        return sum(
+            len(self.drop_own_outbox(project_id, keys, owner))
+            for project_id, keys in by_project.items()
+        )
+
+    def drop_own_outbox(self, project_id: int, sync_keys: Sequence[str], owner: str) -> set[str]:
+        """Take `owner`'s rows with these keys out of the outbox; returns the keys that
+        were there (tried again after a COMMIT of unknown outcome: none)."""
+        dropped: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(sync_keys))):
+            marks = ",".join("?" * len(chunk))
+            where = f"WHERE project_id = ? AND owner = ? AND sync_key IN ({marks})"
+            params = (project_id, owner, *chunk)
+            if self.shared:
+                # One statement: what another daemon deletes at the same moment is not
+                # counted here too.
+                found = self.db.execute(
+                    f"DELETE FROM outbox {where} RETURNING sync_key", params
+                ).fetchall()
+            else:  # one writer (BEGIN IMMEDIATE); RETURNING needs SQLite 3.35
+                found = self.db.execute(f"SELECT sync_key FROM outbox {where}", params).fetchall()
+                self.db.execute(f"DELETE FROM outbox {where}", params)
+            dropped.update(r[0] for r in found)
+        return dropped
 
     def outbox_in_flight(self, project_id: int) -> bool:
         row = self.db.execute(

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.daemon.conftest import LABELSYNC, project_tasks, run
@@ -53,7 +54,16 @@ def turns_chat(thread: str, turns: int) -> dict[str, Any]:
 
 
 def versions(project: Any) -> Counter[tuple[str, int]]:
-    return Counter((t["data"]["thread_id"], t["data"]["version"]) for t in project_tasks(project))
+    """The project's (conversation, version) pairs; empty while Label Studio answers 500,
+    which its task list does now and then while other tasks are being deleted (the check
+    that polls this asks again)."""
+    try:
+        tasks = project_tasks(project)
+    except httpx.HTTPStatusError as e:
+        if e.response.status_code < 500:
+            raise
+        return Counter()
+    return Counter((t["data"]["thread_id"], t["data"]["version"]) for t in tasks)
 
 
 def assert_each_version_once(project: Any) -> list[dict[str, Any]]:
@@ -182,7 +192,8 @@ def test_earlier_versions_are_retired_whichever_host_sent_them(shared, ls_projec
         f"v2 of each, v1 retired; logs:\n{logs_of(a, b)}",
         WAIT_S,
     )
-    assert b.output().count("retired retire-") == 8  # v1 were a's: b retired them
+    # Each v1 retired once, by whichever daemon tidied first (b sent v2; a may get there).
+    assert sum(d.output().count("retired retire-") for d in (a, b)) == 8
 
 
 # -- one shared directory --------------------------------------------------------------------

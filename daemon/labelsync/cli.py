@@ -6,6 +6,7 @@ Exit codes: 0 all good; 1 some files quarantined (backfill) or invalid (validate
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -13,7 +14,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -208,6 +209,7 @@ _LABELS = {
     "changing": "still being written (next run)",
     "recovered": "recovered from Label Studio",
     "retired": "earlier versions retired (nobody had worked on them)",
+    "busy": "held by another labelsync (next run)",
 }
 
 
@@ -256,7 +258,10 @@ def _engine(
     policy: Any = None,
     check: bool = True,
     heartbeat: Any = None,
+    wait_for_state: Callable[[str, float], bool] | None = None,
 ) -> Iterator[Any]:
+    """wait_for_state(message, delay): called while the state database is out of reach
+    at start; True waits `delay` and tries again, False gives up (a stop)."""
     from labelsync.delivery import Delivery, RetryPolicy
     from labelsync.engine import Engine, EngineConfig
     from labelsync.labelstudio import LabelStudio
@@ -265,7 +270,15 @@ def _engine(
     settings.require("label_studio_api_key", "label_studio_project_id")
     assert settings.label_studio_project_id is not None
     rules, redactor = settings.production_rules(), settings.redactor()
-    beat = heartbeat or (lambda: None)
+    # Every heartbeat (the watchdog's, and those of Label Studio's requests and waits)
+    # also asks the engine's leases whether an import may go on (lease.py).
+    fences: list[Callable[[], None]] = []
+    watchdog = heartbeat or (lambda: None)
+
+    def beat() -> None:
+        watchdog()
+        for fence in fences:
+            fence()
 
     def connect(project_id: int) -> tuple[LabelStudio, Delivery]:
         """A project's connection and retry policy: the default one, or one rules name."""
@@ -290,7 +303,7 @@ def _engine(
     ls, delivery = connect(settings.label_studio_project_id)
     if check:  # a wrong key or project is one clear line before anything else happens
         delivery.call(ls.project_title)
-    state, lock = _open_state(settings)
+    state, lock = _open_state(settings, wait_for_state)
     try:
         config = EngineConfig(
             root=settings.watch_dir,
@@ -304,24 +317,49 @@ def _engine(
             caps=Caps(settings.cap_per_hour, settings.cap_per_day),
             redactor=redactor,
         )
-        yield Engine(state, ls, delivery, config, stop, beat, connect=connect)
+        engine = Engine(state, ls, delivery, config, stop, beat, connect=connect)
+        fences.append(engine.leases.check)
+        try:
+            yield engine
+        finally:
+            engine.close()
     finally:
         state.close()
         lock.release()
 
 
-def _open_state(settings: Settings) -> tuple[Any, Any]:
-    """The configured state and what holds it (SQLite: the directory's lock), migrated:
-    PostgreSQL when LABELSYNC_STATE_URL is set, else SQLite in LABELSYNC_STATE_DIR."""
-    from labelsync.state import open_state
+class _StoppedWaiting(Exception):
+    """A stop came while `run` waited for the state database at start: a clean exit."""
 
-    return open_state(
-        settings.state_dir,
-        settings.database_url,
-        password=settings.database_password,
-        pool_size=settings.state_pool_size,
-        timeout_s=settings.state_timeout_seconds,
-    )
+
+def _open_state(
+    settings: Settings, wait: Callable[[str, float], bool] | None = None
+) -> tuple[Any, Any]:
+    """The configured state and what holds it (SQLite: the directory's lock), migrated:
+    PostgreSQL when LABELSYNC_STATE_URL is set, else SQLite in LABELSYNC_STATE_DIR.
+
+    wait: while PostgreSQL is out of reach (not a refusal: a wrong password is not
+    retried), wait(message, delay) decides whether to try again."""
+    from labelsync.state import Identity, StateUnavailable, open_state
+
+    identity = Identity.here(settings.daemon_name)
+    delay_s = 1.0
+    while True:
+        try:
+            return open_state(
+                settings.state_dir,
+                settings.database_url,
+                password=settings.database_password,
+                pool_size=settings.state_pool_size,
+                timeout_s=settings.state_timeout_seconds,
+                identity=identity,
+            )
+        except StateUnavailable as exc:
+            if wait is None:
+                raise
+            if not wait(str(exc), delay_s):
+                raise _StoppedWaiting() from None
+            delay_s = min(delay_s * 2, 30.0)
 
 
 @contextmanager
@@ -407,10 +445,21 @@ def run(ctx: click.Context, polling: bool | None, log_format: str | None) -> Non
     policy = RetryPolicy(attempts=2, initial_s=0.5, max_s=2.0)
     notifier = Notifier.from_environ(os.environ)
     ping = WatchdogPacer(notifier)
+
+    def wait_for_state(message: str, delay_s: float) -> bool:
+        # PostgreSQL may start after labelsync (a reboot, a failover): wait for it
+        # rather than exit, which the unit would not restart (RestartPreventExitStatus=2).
+        log.warning("%s; trying again in %.0f s", message, delay_s)
+        notifier.status(f"waiting for the state database: {message}")
+        return not stop.wait(delay_s)
+
     with (
+        contextlib.suppress(_StoppedWaiting),
         _user_errors(),
         _stop_on_signals(stop),
-        _engine(settings, stop, policy, check=False, heartbeat=ping) as engine,
+        _engine(
+            settings, stop, policy, check=False, heartbeat=ping, wait_for_state=wait_for_state
+        ) as engine,
     ):
         if metrics is not None and settings.metrics_addr:
             try:
@@ -476,11 +525,11 @@ def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
                 "project_id": state.get_meta("project_id"),
                 "counts": counts,
                 "last_backfill": json.loads(state.get_meta("last_backfill") or "null"),
-                "daemon": json.loads(state.get_meta("daemon") or "null"),
+                "daemons": _daemons(state, 7 * 86400 if show_all else 86400),
                 **{
                     status: [
                         {"path": p, "position": at, "reason": r}
-                        for p, at, r in state.problems(status, limit)
+                        for p, at, r in state.problems(status, limit, every_site=True)
                     ]
                     for status, _ in _PROBLEMS
                 },
@@ -488,6 +537,8 @@ def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
         finally:
             state.close()
             lock.release()
+    # The daemon seen last, as `status --json` has always had it.
+    report["daemon"] = report["daemons"][0] if report["daemons"] else None
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -527,11 +578,17 @@ def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
             f"last backfill:  {_ago(b['at'])}: {b.get('new_tasks', 0)} new tasks, "
             f"{b.get('new_versions', 0)} new versions in {b['seconds']} s"
         )
-    if report["daemon"]:
-        d = report["daemon"]
+    daemons = report["daemons"]
+    if len(daemons) > 1:
+        click.echo(f"daemons:        {len(daemons)} seen in the last day")
+    for d in daemons:
+        who = f"{escape(d['name'])} (pid {d['pid']})"
+        state_ = d["status"]
+        if state_ == "running" and d["seen_s_ago"] > _SILENT_S:
+            state_ = "silent (killed, or cut off from the state?)"
         click.echo(
-            f"daemon:         {d.get('status', '?')} (updated {_ago(d.get('at', 0))}), "
-            f"backlog {d.get('backlog', 0)}, watch dir {d.get('watch_dir', '?')}"
+            f"daemon:         {who}: {state_} (updated {_ago(d['at'])}), "
+            f"backlog {d['backlog']}, watch dir {escape(d['watch_dir'] or '?')}"
         )
         last = _ago(d["last_sync"]) if d.get("last_sync") else "not yet"
         totals = d.get("totals") or {}
@@ -554,6 +611,32 @@ def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
             "hint: conversations too short are sent with a lower LABELSYNC_MIN_TURNS "
             "and `labelsync backfill --recheck`"
         )
+
+
+# A running daemon publishes every 5 s: one not heard of for this long is gone or cut off.
+_SILENT_S = 60.0
+
+
+def _daemons(state: Any, within_s: float) -> list[dict[str, Any]]:
+    """The daemons of this state seen recently, most recent first. `at` is when each was
+    seen by this machine's clock (the state keeps the database's, the same for all)."""
+    now = time.time()
+    return [
+        {
+            "name": record.name,
+            "pid": record.pid,
+            "status": record.status,
+            "at": now - ago,
+            "seen_s_ago": round(ago, 1),
+            "started_at": record.started_at,
+            "backlog": record.backlog,
+            "last_sync": record.last_sync,
+            "last_error": record.last_error,
+            "watch_dir": record.watch_dir,
+            "totals": record.totals,
+        }
+        for record, ago in state.daemons(within_s)
+    ]
 
 
 def _ago(at: float) -> str:

@@ -14,6 +14,11 @@ before its import is sent; it is recorded as sent (committed) only after Label
 Studio answered with its task id; and an outbox row found later is resolved
 by asking Label Studio for its sync key. A log's read offset is committed with
 the lines it covers, so a kill -9 loses no line and indexes none twice.
+
+Several daemons may share one state (PostgreSQL): a conversation is claimed
+before it is sent (sending.py, lease.py). One another daemon holds is left
+for later: `SyncReport.busy_paths` / `busy_threads` for the daemon's loop to
+try again; a backfill (`wait_busy`) waits for them, at most two leases long.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from labelsync.delivery import Delivery
 from labelsync.files import FileStat, Found, Unreadable, Unsettled, display, is_lines
 from labelsync.intake import Item, ReadConfig, Work
 from labelsync.labelstudio import LabelStudio
+from labelsync.lease import Leases, LeaseTimes
 from labelsync.project import Project
 from labelsync.readers.base import Options
 from labelsync.redact import Redactor
@@ -66,6 +72,7 @@ OUTCOMES = (
     "changing",
     "recovered",
     "retired",
+    "busy",
 )
 
 
@@ -91,6 +98,9 @@ class SyncReport:
     unsettled: list[Path] = field(default_factory=list)  # changed while read: look again
     sent: list[tuple[str, float]] = field(default_factory=list)  # (file, its last change): sent
     touched: dict[str, bool] = field(default_factory=dict)  # log conversations due: -> ended
+    # Held by another daemon of this state: try again (documents by file, logs by thread).
+    busy_paths: set[str] = field(default_factory=set)
+    busy_threads: set[str] = field(default_factory=set)
 
 
 class Engine:
@@ -121,11 +131,19 @@ class Engine:
         self.targets = Targets(
             state, Target(ls, delivery, self.project), rules, connect, config.keep_versions
         )
-        self.sender = Sender(state, self.targets, config.min_turns, config.caps, now)
+        self.leases = Leases(state, LeaseTimes.for_imports(ls.import_timeout_s, ls.timeout_s))
+        self.leases.start()
+        self.sender = Sender(
+            state, self.targets, config.min_turns, config.caps, now, self.leases, stop
+        )
         self._read = ReadConfig(
             config.root, config.options, config.max_file_bytes, config.max_wait_s,
             config.redactor,
         )  # fmt: skip
+
+    def close(self) -> None:
+        """Stop renewing leases (what is still held runs out, or was released)."""
+        self.leases.close()
 
     # -- start-up ------------------------------------------------------------------------
     def prepare(self) -> Counter[str]:
@@ -158,6 +176,7 @@ class Engine:
         recheck: bool = False,
         final: bool = False,
         force: Iterable[str] = (),
+        wait_busy: bool | None = None,
     ) -> SyncReport:
         """Bring Label Studio in step with these files; returns what happened.
 
@@ -169,6 +188,9 @@ class Engine:
         sent is still recognised by its sync key. `final`: the files are
         complete (a backfill): a log's last line is taken without its newline.
         `force`: documents to read again although unchanged (a retry).
+        `wait_busy` (default: `final`): documents with a conversation another daemon
+        holds are read again until it is let go, at most two leases long; otherwise
+        they are returned in `busy_paths`.
         """
         report = SyncReport()
         advance = progress or (lambda n: None)
@@ -188,7 +210,33 @@ class Engine:
             documents, known, self._read, reread=lambda p: recheck or p in forced, now=self.now
         )
         self._pipeline(stream, report, dry_run, advance)
+        if final if wait_busy is None else wait_busy:
+            by_key = {display(e.path): e for e in documents}
+            for _ in self._until_let_go(report.busy_paths):
+                again = [by_key[p] for p in sorted(report.busy_paths) if p in by_key]
+                report.busy_paths.clear()
+                stream = intake.documents(
+                    again,
+                    self.state.files_for(display(e.path) for e in again),
+                    self._read,
+                    reread=lambda p: recheck or p in forced,
+                    now=self.now,
+                )
+                self._pipeline(stream, report, dry_run, lambda n: None)
+        report.tally["busy"] = len(report.busy_paths) + len(report.busy_threads)
         return report
+
+    def _until_let_go(self, busy: set[str]) -> Iterator[None]:
+        """Yields while `busy` holds something, pausing first; at most two leases long
+        (a daemon that died lets go within one)."""
+        deadline = time.monotonic() + 2 * self.leases.times.lease_s
+        pause_s = 0.5
+        while busy and not self.stop.is_set() and time.monotonic() < deadline:
+            log.info("%d held by another labelsync; trying again in %.1f s", len(busy), pause_s)
+            if self.stop.wait(pause_s):
+                return
+            pause_s = min(pause_s * 2, 5.0)
+            yield
 
     def index(self, found: Iterable[Found], final: bool = False) -> SyncReport:
         """Only the logs' new lines: which conversation each belongs to (no Label Studio)."""
@@ -319,18 +367,36 @@ class Engine:
         thread_ids: Iterable[str] | None = None,
         dry_run: bool = False,
         progress: Callable[[int], None] | None = None,
+        wait_busy: bool = True,
     ) -> SyncReport:
-        """Conversations of logs that are due (default: every one with new lines)."""
+        """Conversations of logs that are due (default: every one with new lines).
+        `wait_busy`: as `sync`'s; otherwise those held are returned in `busy_threads`."""
         report = SyncReport()
         if not dry_run:
             report.tally["recovered"] += self.sender.resolve_outbox()
+        self._tailed(thread_ids, report, dry_run, progress or (lambda n: None))
+        if wait_busy:
+            for _ in self._until_let_go(report.busy_threads):
+                again = set(report.busy_threads)
+                report.busy_threads.clear()
+                self._tailed(again, report, dry_run, lambda n: None)
+        report.tally["busy"] = len(report.busy_paths) + len(report.busy_threads)
+        return report
+
+    def _tailed(
+        self,
+        thread_ids: Iterable[str] | None,
+        report: SyncReport,
+        dry_run: bool,
+        progress: Callable[[int], None],
+    ) -> None:
         threads = self.state.tailed(open_only=True)
         if thread_ids is not None:
             wanted = set(thread_ids)
             threads = [t for t in threads if t.thread_id in wanted]
         if not threads:
-            return report
-        reader = State.open(self.state.path)  # the reader thread's own connection
+            return
+        reader = self.state.share()  # the reader thread's own connection, same daemon
         size = self.config.batch_size
 
         def batches() -> Iterator[tuple[list[Tailed], dict[str, list]]]:
@@ -340,10 +406,9 @@ class Engine:
 
         try:
             stream = intake.assembled(batches(), self._read, now=self.now)
-            self._pipeline(stream, report, dry_run, progress or (lambda n: None))
+            self._pipeline(stream, report, dry_run, progress)
         finally:
             reader.close()
-        return report
 
     # -- decide, deliver, record ---------------------------------------------------------
     def _pipeline(
@@ -368,9 +433,12 @@ class Engine:
                     if ahead is None:
                         ahead = reader.submit(next, chunks, None)
 
-                sent = self.sender.handle(chunk, report.tally, dry_run, read_next)
+                sent = self.sender.handle(
+                    chunk, report.tally, dry_run, read_next, report.busy_paths
+                )
                 report.unsettled.extend(Path(p) for p in sent.unsettled)
                 report.sent.extend(sent.sent)
+                report.busy_threads.update(w.key for w in sent.busy if w.tailed)
                 read_next()
                 self.heartbeat()
                 advance(sum(1 for item in chunk if not isinstance(item, Work)))

@@ -2,8 +2,9 @@
 
 - `learn`: versions in the project that this state does not know: all of them
   when a state is new or lost (a rebuild), then only tasks created since the
-  highest one seen, so a second labelsync on the same project (a hand-run
-  backfill beside the service) is noticed before anything is sent twice. Each
+  highest one seen, so a labelsync with another state on the same project is
+  noticed before anything is sent twice. Daemons sharing this state are not
+  strangers: they count what they import where they record it. Each
   task names the versions before it (`data.previous`), so versions retired
   from the project are known too.
 - `tidy`: one live task per conversation. When version N+1 is in, earlier
@@ -54,6 +55,11 @@ class Project:
         self.id = ls.project_id
         self.keep_versions = keep_versions
 
+    @property
+    def count_key(self) -> str:
+        """The meta key of how many tasks this state expects the project to hold."""
+        return _COUNT.format(self.id)
+
     # -- what is in the project ----------------------------------------------------------
     def learn(self) -> int:
         """Versions someone else put in the project since this state last looked.
@@ -61,10 +67,25 @@ class Project:
         Cheap when nothing happened: the project's task count is what this state
         expects (one request); only when it is not are the tasks created since the
         highest one seen read and their versions learnt.
+
+        Daemons sharing this state (PostgreSQL) move the expected count as they import
+        and retire, in the transactions that record it, so they are not strangers to
+        each other: a task whose sync key is in the outbox is one of theirs still being
+        recorded, and is left to them. The count is set to what Label Studio says only
+        if nobody changed it meanwhile and nothing is being imported; otherwise the
+        next look settles it.
         """
-        expected = self.state.get_meta(_COUNT.format(self.id))
+        key = self.count_key
+        expected = self.state.get_meta(key)
         actual = self.delivery.call(self.ls.task_count)
         if expected is not None and int(expected) == actual:
+            return 0
+        # More tasks than expected, but no more than this state's daemons are importing
+        # right now: theirs, counted when they record them. Reading the project's new
+        # tasks (each with its whole conversation) at every chunk of every daemon cost
+        # Label Studio more than the imports; a stranger's tasks are found when it is quiet.
+        in_flight = [p for p in self.state.pending() if p.project_id == self.id]
+        if expected is not None and 0 < actual - int(expected) <= len(in_flight):
             return 0
         mark = int(self.state.get_meta(_MARK.format(self.id)) or 0) or self.state.highest_task_id(
             self.id
@@ -76,30 +97,31 @@ class Project:
             version = remote_version(task_id, data)
             if version is not None:
                 found.append(version)
+        # The outbox first, then versions: a daemon's record moves a version from one to
+        # the other in one transaction, so it is seen in at least one of them.
+        keys_in_flight = {p.sync_key for p in self.state.pending() if p.project_id == self.id}
         known = self.state.versions_of(self.id, (v.thread_id for v in found))
         keys = {v.sync_key for records in known.values() for v in records}
-        new = [r for v in found if v.sync_key not in keys for r in self._records(v)]
+        new = [
+            r
+            for v in found
+            if v.sync_key not in keys and v.sync_key not in keys_in_flight
+            for r in self._records(v)
+        ]
         with self.state.transaction() as tx:
             tx.add_versions(new)
-            tx.set_meta(_MARK.format(self.id), str(highest))
-            tx.set_meta(_COUNT.format(self.id), str(actual))
+            tx.raise_meta(_MARK.format(self.id), highest)
+            if not tx.outbox_in_flight(self.id):
+                tx.set_meta_if(key, str(actual), expected)
         fresh = [v for v in new if not v.retired]
         if fresh:
             log.warning(
                 "%d tasks in project %d were made by another labelsync since this one last "
-                "looked (two state directories on one project?): learnt, none is sent again",
+                "looked (another state on the same project?): learnt, none is sent again",
                 len(fresh),
                 self.id,
             )
         return len(fresh)
-
-    def expect(self, change: int) -> None:
-        """This labelsync added (or removed) tasks: what the next `learn` expects to count."""
-        key = _COUNT.format(self.id)
-        with self.state.transaction() as tx:
-            current = tx.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            if current is not None:
-                tx.set_meta(key, str(int(current[0]) + change))
 
     def rebuild(self) -> int:
         """A new (or lost) state learns every version already in the project."""
@@ -111,8 +133,8 @@ class Project:
         count = self.delivery.call(self.ls.task_count)
         with self.state.transaction() as tx:
             tx.add_versions(remote)
-            tx.set_meta(_MARK.format(self.id), str(highest))
-            tx.set_meta(_COUNT.format(self.id), str(count))
+            tx.raise_meta(_MARK.format(self.id), highest)
+            tx.set_meta(self.count_key, str(count))
         live = [v for v in remote if not v.retired]
         if live:
             log.info("state rebuilt from Label Studio: %d existing versions", len(live))
@@ -149,8 +171,13 @@ class Project:
             if not self.keep_versions and not _human_work(task):
                 self.delivery.call(partial(self.ls.delete_task, version.task_id))
                 with self.state.transaction() as tx:
-                    tx.retire(self.id, [version.sync_key])
-                self.expect(-1)
+                    # Two daemons may retire the same version at once (each deletes the
+                    # task, the second finds it gone): the count moves once, and only
+                    # the daemon whose record took it says so.
+                    took = tx.retire(self.id, [version.sync_key])
+                    tx.add_to_meta(self.count_key, -took)
+                if not took:
+                    continue
                 done.retired += 1
                 log.info(
                     "retired %s version %d (task %d): nothing was done on it yet",

@@ -16,11 +16,17 @@ Two kinds of file, two clocks:
 Label Studio being down never stops the loop: files stay queued, logs keep
 being indexed, and the sync is retried with backoff. A refused key is logged
 loudly and retried slowly instead of crashing the service into a restart loop.
+The state database being out of reach (PostgreSQL restarting, the network cut)
+is the same: everything stays queued and every step waits, with backoff, until
+it answers again; what was written before is resolved as after a crash.
+
+Daemons sharing one state (PostgreSQL) each publish a row of `daemons`
+(`labelsync status` lists them); a conversation another daemon holds is tried
+again a little later.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -41,6 +47,7 @@ from labelsync.labelstudio import AccessDenied, BadTasks, Fatal, LabelStudioErro
 from labelsync.metrics import Metrics
 from labelsync.sdnotify import Notifier, WatchdogPacer
 from labelsync.sources import open_document
+from labelsync.state import DaemonRecord, StateUnavailable
 from labelsync.watcher import Watcher, WatcherError
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 _WAKE_S = 0.5  # longest the loop sleeps without looking at the stop event
 _STATUS_EVERY_S = 5.0
 _FATAL_RETRY_S = 60.0
+_BUSY_RETRY_S = 2.0  # a conversation another daemon holds is tried again after this
 
 
 @dataclass(frozen=True)
@@ -106,12 +114,16 @@ class Daemon:
         self.prepared = False
         self.failures = 0
         self.retry_at = 0.0
+        self.state_failures = 0
+        self.state_retry_at = 0.0  # the state database was out of reach: nothing before this
+        self.resumed = False
         self.next_rescan = 0.0
         self.next_status = 0.0
         self.next_retry_rejected = 0.0
         self.totals: Counter[str] = Counter()
         self.last_error: str | None = None
         self.last_sync_at: float | None = None
+        self.started_at = wall()
 
     # -- lifecycle -----------------------------------------------------------------------
     def serve(self) -> None:
@@ -123,9 +135,12 @@ class Daemon:
 
     def startup(self) -> None:
         self._start_watcher()
-        self._prepare()
-        self._resume_conversations()
-        self._rescan()
+        try:
+            self._prepare()
+            self._resume_conversations()
+            self._rescan()
+        except StateUnavailable as exc:
+            self._state_down(exc)  # the loop does the rest once the database answers
         self.notifier.ready(self._status_line())
         log.info(
             "watching %s (quiet %gs, max wait %gs, %s)",
@@ -139,18 +154,29 @@ class Daemon:
         while not self.stop.is_set():
             self._drain_hints(self._sleep_s())
             now = self.clock()
-            if not self.prepared and now >= self.retry_at:
-                self._prepare()
-            if self._watch_lost() or now >= self.next_rescan:
-                self._rescan()
-            if self.prepared and now >= self.next_retry_rejected:
-                self._retry_rejected(now)
-            self._collect_due(now)
-            if self.growing and now - min(self.growing.values()) >= self.config.flush_s:
-                self._index(now)
-            if self._should_flush(now):
-                self._sync(now)
+            if now >= self.state_retry_at:
+                try:
+                    self._step(now)
+                    self.state_failures = 0
+                except StateUnavailable as exc:
+                    self._state_down(exc)
             self._heartbeat(now)
+
+    def _step(self, now: float) -> None:
+        """One turn of the loop's work; any step may find the state database away."""
+        if not self.prepared and now >= self.retry_at:
+            self._prepare()
+        if self.prepared and not self.resumed:
+            self._resume_conversations()
+        if self._watch_lost() or now >= self.next_rescan:
+            self._rescan()
+        if self.prepared and now >= self.next_retry_rejected:
+            self._retry_rejected(now)
+        self._collect_due(now)
+        if self.growing and now - min(self.growing.values()) >= self.config.flush_s:
+            self._index(now)
+        if self._should_flush(now):
+            self._sync(now)
 
     def shutdown(self) -> None:
         self.notifier.stopping("stopping")
@@ -196,6 +222,7 @@ class Daemon:
         for tailed in self.engine.state.tailed(open_only=True):
             age = max(0.0, wall - tailed.last_at)
             self.chatting.touch(tailed.thread_id, now - age, ended=tailed.ended)
+        self.resumed = True
 
     def _drain_hints(self, timeout_s: float) -> None:
         try:
@@ -227,9 +254,12 @@ class Daemon:
         self._forget([display(path)])
 
     def _forget(self, keys: list[str]) -> None:
-        with self.engine.state.transaction() as tx:
-            for key in keys:
-                tx.forget_file(key)
+        try:
+            with self.engine.state.transaction() as tx:
+                for key in keys:
+                    tx.forget_file(key)
+        except StateUnavailable as exc:  # the next rescan finds them gone again
+            log.warning("not forgetting %d deleted files yet: %s", len(keys), exc)
 
     def _rescan(self) -> None:
         """Events are hints: a full scan finds what the watcher missed or never saw."""
@@ -282,8 +312,8 @@ class Daemon:
         return self.watcher is not None
 
     def _retry_rejected(self, now: float) -> None:
-        self.next_retry_rejected = now + self.config.retry_rejected_s
         paths = self.engine.retry_rejected()
+        self.next_retry_rejected = now + self.config.retry_rejected_s
         for thread in self._reopened():
             self.due.setdefault(thread, now)
         if paths:
@@ -336,9 +366,10 @@ class Daemon:
     def _index(self, now: float) -> None:
         """New lines of logs: which conversation each belongs to; those start settling."""
         paths = list(self.growing)
-        self.growing.clear()
         found = [f for p in paths if (f := examine(p, self.real_root, self.config.follow_symlinks))]
-        report = self.engine.index(found)
+        report = self.engine.index(found)  # the state away: they stay growing, read again
+        for path in paths:
+            self.growing.pop(path, None)
         for path in report.unsettled:
             self.growing.setdefault(path, now)
         for thread, ended in report.touched.items():
@@ -350,11 +381,12 @@ class Daemon:
         paths, threads = list(self.ready), list(self.due)
         found = [f for p in paths if (f := examine(p, self.real_root, self.config.follow_symlinks))]
         try:
-            report = self.engine.sync(found, force=self.retry)
+            report = self.engine.sync(found, force=self.retry, wait_busy=False)
             if threads:
-                tailed = self.engine.sync_tailed(threads)
+                tailed = self.engine.sync_tailed(threads, wait_busy=False)
                 report.tally.update(tailed.tally)
                 report.sent.extend(tailed.sent)
+                report.busy_threads |= tailed.busy_threads
         except Stopped:
             return
         except LabelStudioError as exc:
@@ -367,6 +399,13 @@ class Daemon:
             self.due.pop(thread, None)
         for path in report.unsettled:  # written to while read: settle again
             self.settling.touch(path, now)
+        # Held by another daemon of this state: due again shortly (the files were not
+        # recorded as read, so they are read and decided again then).
+        later = now + _BUSY_RETRY_S
+        for key in report.busy_paths:
+            self.ready.setdefault(Path(key), later)
+        for thread in report.busy_threads:
+            self.due.setdefault(thread, later)
         self.failures, self.last_sync_at = 0, self.wall()
         if self.last_error:
             log.info("Label Studio reachable again; backlog %d", self.backlog)
@@ -412,6 +451,17 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.label_studio_error(_kind(exc))
 
+    def _state_down(self, exc: StateUnavailable) -> None:
+        """The state database is out of reach: everything stays queued; wait, then go on.
+        Nothing is lost: what was committed is there, what was not is done again, and
+        an import of unknown outcome is in the outbox (resolved as after a crash)."""
+        self.state_failures += 1
+        ceiling = min(15.0, 2.0**self.state_failures)
+        delay = random.uniform(ceiling / 2, ceiling)
+        log.warning("%s; %d waiting; trying again in %.1f s", exc, self.backlog, delay)
+        self.last_error = str(exc)
+        self.state_retry_at = self.clock() + delay
+
     def _error(self, message: str) -> None:
         self.last_error = message
         log.error("%s", message)
@@ -429,7 +479,7 @@ class Daemon:
         waiting = list(self.ready.values()) + list(self.due.values())
         if waiting:
             wake.append(max(self.retry_at, min(waiting) + self.config.flush_s))
-        return min(wake) - now
+        return max(min(wake), min(self.state_retry_at, now + _WAKE_S)) - now
 
     def _heartbeat(self, now: float) -> None:
         # Pinged from the loop that does the work: if a sync hangs, pings stop.
@@ -438,7 +488,8 @@ class Daemon:
             self.metrics.backlog.set(self.backlog)
         if now >= self.next_status:
             self.notifier.status(self._status_line())
-            self._publish(status="running")
+            if now >= self.state_retry_at:  # while the database is away, no call waits on it
+                self._publish(status="running")
             self.next_status = now + _STATUS_EVERY_S
 
     def _status_line(self) -> str:
@@ -450,21 +501,26 @@ class Daemon:
         return f"{line}; last error: {self.last_error}" if self.last_error else line
 
     def _publish(self, status: str) -> None:
-        """What `labelsync status` shows about the running daemon."""
-        self.engine.state.set_meta(
-            "daemon",
-            json.dumps(
-                {
-                    "status": status,
-                    "at": self.wall(),
-                    "backlog": self.backlog,
-                    "last_sync": self.last_sync_at,
-                    "last_error": self.last_error,
-                    "totals": dict(self.totals),
-                    "watch_dir": str(self.root),
-                }
-            ),
-        )
+        """This daemon's row in `daemons`: what `labelsync status` shows about it."""
+        identity = self.engine.state.identity
+        try:
+            self.engine.state.publish(
+                DaemonRecord(
+                    owner=identity.owner,
+                    name=identity.name,
+                    pid=identity.pid,
+                    status=status,
+                    started_at=self.started_at,
+                    seen_at=self.wall(),
+                    backlog=self.backlog,
+                    last_sync=self.last_sync_at,
+                    last_error=self.last_error,
+                    watch_dir=str(self.root),
+                    totals=dict(self.totals),
+                )
+            )
+        except StateUnavailable as exc:  # the loop meets the outage too, and says so
+            log.debug("status not published: %s", exc)
 
 
 def _kind(exc: LabelStudioError) -> str:

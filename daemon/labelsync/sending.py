@@ -1,33 +1,54 @@
 """One chunk of conversations: decide, hand to Label Studio, record.
 
-    route (rules: project, sample) -> plan (versions, pure) -> caps -> outbox
-    -> import -> record -> feedback updates, retire superseded versions
+    route (rules: project, sample) -> plan (versions, pure) -> caps -> claim
+    -> plan again under the claim -> outbox -> import -> record (and release)
+    -> feedback updates, retire superseded versions
 
 Exactly once: a version is put in the outbox (committed) before its import is
 sent, and recorded as sent (committed) only after Label Studio answered with
 its task id; an outbox row found later is resolved by asking Label Studio
 for its sync key. Versions are per (conversation, project).
+
+Across daemons sharing one state (PostgreSQL), a conversation about to get a
+new version is claimed first (a lease row, lease.py): a claim another daemon
+holds leaves that conversation for later (`Sent.busy`: its file is not recorded
+as read, so it is read and decided again), and the versions of those claimed
+are read again, so a version recorded meanwhile makes this one a Skip or N+1.
+The outbox's transaction checks the claims still hold; the record's releases
+them. Every write after an import is repeatable, so the record is tried again
+while the database is briefly away: its outcome, like any failed COMMIT's, is
+unknown, and doing it twice changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from labelsync.contract import Conversation
-from labelsync.delivery import Outgoing
+from labelsync.delivery import Delivered, Outgoing
 from labelsync.intake import FileDone, Item, Unsettle, Work
+from labelsync.lease import LeaseLost, Leases, LeaseTimes
 from labelsync.plan import NewVersion, Quarantine, Skip, TooShort, UpdateFeedback, Wait, plan
 from labelsync.rules import Routing
-from labelsync.state import ConversationRecord, Pending, State, VersionRecord
+from labelsync.state import (
+    ConversationRecord,
+    Pending,
+    State,
+    StateUnavailable,
+    Tx,
+    VersionRecord,
+)
 from labelsync.targets import Target, Targets
 
 log = logging.getLogger(__name__)
 
 Previous = list[tuple[int, str]]  # (version, sync key) of the versions before one
+Updates = list[tuple[VersionRecord, Conversation, Conversation]]  # feedback changed since
 
 
 @dataclass
@@ -54,6 +75,8 @@ class Sent:
 
     unsettled: list[str]
     sent: list[tuple[str, float]]  # (file, its last change)
+    # Conversations another daemon holds now: left for later, their files not recorded.
+    busy: list[Work] = field(default_factory=list)
 
 
 class Sender:
@@ -64,50 +87,85 @@ class Sender:
         min_turns: int,
         caps: Caps = Caps(),
         now: Callable[[], float] = time.time,
+        leases: Leases | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.state = state
         self.targets = targets
         self.min_turns = min_turns
         self.caps = caps
         self.now = now
+        ls = targets.default.ls
+        self.leases = leases or Leases(
+            state, LeaseTimes.for_imports(ls.import_timeout_s, ls.timeout_s)
+        )
+        self.stop = stop or threading.Event()
+        self.owner = state.identity.owner
 
     # -- the outbox a crash or a failed import left ---------------------------------------
     def resolve_outbox(self) -> int:
+        """Outbox rows this daemon may resolve (its own; on a shared state also those of
+        daemons whose lease is over), each under a claim of its conversation."""
         found_all = 0
         by_project: dict[int, list[Pending]] = defaultdict(list)
-        for row in self.state.pending():
+        for row in self.state.resolvable():
             by_project[row.project_id].append(row)
         for project_id, rows in by_project.items():
-            found_all += self._resolve(self.targets.get(project_id), rows)
+            target = self.targets.get(project_id)
+            claimed = self._claim_ids(project_id, {r.thread_id for r in rows})
+            mine = [r for r in rows if r.thread_id in claimed]
+            if mine:
+                found_all += self._resolve(target, mine)
+            if self.state.shared and claimed:
+                with self.state.transaction() as tx:
+                    tx.release(project_id, claimed, self.owner)
         return found_all
 
+    def _claim_ids(self, project_id: int, thread_ids: set[str]) -> set[str]:
+        started = self.leases.clock()
+        claimed = self.state.claim(project_id, thread_ids, self.leases.times.lease_s)
+        if self.state.shared:
+            self.leases.written(started)
+        return claimed
+
     def _resolve(self, target: Target, pending: list[Pending]) -> int:
-        # An import sent just before a crash may still be running in Label Studio:
-        # its outcome is unknown until the request's own deadline has passed.
-        delay = max(p.sent_at for p in pending) + target.ls.timeout_s - time.time()
-        if delay > 0:
+        # An import this daemon sent just before a crash (or, on SQLite, the daemon before
+        # it) may still be running in Label Studio: its outcome is unknown until the
+        # request's own deadline has passed. Another daemon's row is resolvable only once
+        # its lease is over, which is later than that.
+        own = [p for p in pending if p.owner == self.owner or not self.state.shared]
+        delay = max((p.sent_at for p in own), default=0.0) + target.ls.timeout_s - time.time()
+        if own and delay > 0:
             log.info("waiting %.0f s for imports interrupted by a crash to settle", delay)
             target.delivery.pause(delay)
         found = target.delivery.resolve([p.sync_key for p in pending])
+        recovered = 0
         with self.state.transaction() as tx:
-            tx.add_versions(
-                VersionRecord(
-                    p.project_id,
-                    p.thread_id,
-                    p.version,
-                    p.sync_key,
-                    found[p.sync_key],
-                    p.source_file,
-                )
-                for p in pending
-                if p.sync_key in found
-            )
-            tx.drop_outbox((p.project_id, p.sync_key) for p in pending)
-        target.project.expect(len(found))
+            for p in pending:
+                # Only the row as it was read: a daemon may have sent the same content
+                # again since, under a claim of its own, and its row is its own business.
+                dropped = tx.drop_outbox([(p.project_id, p.sync_key)], owner=p.owner)
+                if dropped and p.sync_key in found:
+                    tx.add_versions(
+                        [
+                            VersionRecord(
+                                p.project_id,
+                                p.thread_id,
+                                p.version,
+                                p.sync_key,
+                                found[p.sync_key],
+                                p.source_file,
+                            )
+                        ]
+                    )
+                    recovered += 1
+            tx.add_to_meta(target.project.count_key, recovered)
+        others = sorted({p.owner.split(":")[0] for p in pending if p not in own})
         log.info(
-            "outbox resolved: %d imported before the interruption, %d to send again",
+            "outbox resolved: %d imported before the interruption, %d to send again%s",
             len(found),
             len(pending) - len(found),
+            f" (left by {', '.join(others)})" if others else "",
         )
         return len(found)
 
@@ -118,7 +176,11 @@ class Sender:
         tally: Counter[str],
         dry_run: bool,
         while_importing: Callable[[], None],
+        busy_paths: set[str] | None = None,
     ) -> Sent:
+        """busy_paths: files with a conversation left for later in this pass (this chunk's
+        added): their records are not written, so they are read again."""
+        busy_paths = set() if busy_paths is None else busy_paths
         works = [item for item in chunk if isinstance(item, Work)]
         done = [item for item in chunk if isinstance(item, FileDone)]
         out = Sent([str(i.path) for i in chunk if isinstance(i, Unsettle)], [])
@@ -145,7 +207,7 @@ class Sender:
                 routed[default].append((work, None))
         records: list[ConversationRecord] = []
         by_project: dict[int, list[Out]] = {}
-        feedback: dict[int, list[tuple[VersionRecord, Conversation, Conversation]]] = {}
+        feedback: dict[int, Updates] = {}
         for project_id, group in routed.items():
             outgoing, updates = self._decide(project_id, group, records, tally)
             by_project[project_id], feedback[project_id] = outgoing, updates
@@ -154,28 +216,82 @@ class Sender:
                 for o in outgoing:
                     tally["new_tasks" if o.version == 1 else "new_versions"] += 1
             return out
-        # Files are recorded once, with the last project's delivery (after all imports).
+        # Claims first, for every project: a file is recorded only when none of its
+        # conversations was left for later, and files are recorded once, with the last
+        # project's delivery (after all imports).
+        claimed: dict[int, set[str]] = {}
+        for project_id, outgoing in by_project.items():
+            if outgoing:
+                target = self.targets.get(project_id)
+                # Another labelsync on this project? Learn what it sent before sending.
+                learnt = target.project.learn()
+                tally["recovered"] += learnt
+                outgoing, claimed[project_id], more = self._claim(
+                    target, outgoing, records, tally, out, replan=bool(learnt)
+                )
+                by_project[project_id] = outgoing
+                feedback[project_id] += more
+        for work in out.busy:
+            if not work.tailed:
+                busy_paths.add(work.path)
+        done = [item for item in done if item.record.path not in busy_paths]
+        busy_threads = {w.key for w in out.busy if w.tailed}
+        finished = [w for w in works if not (w.tailed and w.key in busy_threads)]
         last = list(by_project)[-1] if by_project else default
         for project_id, outgoing in by_project.items():
             target = self.targets.get(project_id)
-            if outgoing:
-                # Another labelsync on this project? Learn what it sent before sending.
-                learnt = target.project.learn()
-                if learnt:
-                    tally["recovered"] += learnt
-                    outgoing = self._replan(project_id, outgoing, records, tally)
+            is_last = project_id == last
             self._deliver(
-                target, outgoing, records if project_id == last else [],
-                done if project_id == last else [], works if project_id == last else [],
-                tally, out, while_importing,
+                target, outgoing, claimed.get(project_id, set()),
+                records if is_last else [], done if is_last else [],
+                finished if is_last else [], tally, out, while_importing,
             )  # fmt: skip
             if feedback[project_id]:
                 target.project.update_feedback(feedback[project_id])
             if any(o.version > 1 for o in outgoing):
                 tally["retired"] += target.project.tidy().retired
         if not by_project:
-            self._deliver(self.targets.default, [], records, done, works, tally, out, lambda: None)
+            self._deliver(
+                self.targets.default, [], set(), records, done, finished, tally, out, lambda: None
+            )
         return out
+
+    def _claim(
+        self,
+        target: Target,
+        outgoing: list[Out],
+        records: list[ConversationRecord],
+        tally: Counter[str],
+        out: Sent,
+        replan: bool,
+    ) -> tuple[list[Out], set[str], Updates]:
+        """Claim the conversations about to get a version; decide again under the claim.
+
+        Returns what is still to send, the conversations claimed (released when the
+        chunk is recorded) and feedback updates found on deciding again. Conversations
+        another daemon holds, or whose outbox row a live daemon still holds, go to
+        `out.busy`. On SQLite every claim is granted at once and nothing is read again
+        unless `replan` (learn() found versions someone else sent).
+        """
+        project_id = target.project.id
+        threads = {_thread(o) for o in outgoing}
+        claimed = self._claim_ids(project_id, threads)
+        if self.state.shared and claimed:
+            rows = self.state.outbox_of(project_id, claimed)
+            held = {p.thread_id for p, live in rows if live and p.owner != self.owner}
+            stale = [p for p, _ in rows if p.thread_id not in held]
+            if held:
+                with self.state.transaction() as tx:
+                    tx.release(project_id, held, self.owner)
+                claimed -= held
+            if stale:  # left by a daemon that died, or by this one before a failure
+                tally["recovered"] += self._resolve(target, stale)
+        out.busy += [o.work for o in outgoing if _thread(o) not in claimed]
+        outgoing = [o for o in outgoing if _thread(o) in claimed]
+        if not outgoing or not (replan or self.state.shared):
+            return outgoing, claimed, []
+        again, updates = self._replan(project_id, outgoing, records, tally)
+        return again, claimed, updates
 
     def _decide(
         self,
@@ -249,8 +365,9 @@ class Sender:
         outgoing: list[Out],
         records: list[ConversationRecord],
         tally: Counter[str],
-    ) -> list[Out]:
-        """Decide again what was to be sent, now that versions someone else sent are known."""
+    ) -> tuple[list[Out], Updates]:
+        """Decide again what was to be sent, now that versions someone else sent are known
+        (learnt from the project, or recorded by another daemon of this state)."""
         rules = {id(o.work): o.rule for o in outgoing}
         works = [o.work for o in outgoing]
         known = self.state.versions_of(
@@ -258,6 +375,7 @@ class Sender:
         )
         before = {t: [(v.version, v.sync_key) for v in vs] for t, vs in known.items()}
         again: list[Out] = []
+        updates: Updates = []
         for work, decision in plan(
             ((w, w.parsed, w.settled) for w in works), known, self.min_turns
         ):
@@ -267,11 +385,15 @@ class Sender:
                 earlier = before.setdefault(work.parsed.thread_id, [])
                 again.append(Out(work, decision.version, list(earlier), rule))
                 earlier.append((decision.version, work.parsed.sync_key))
+                continue
+            if isinstance(decision, UpdateFeedback):
+                updates.append((decision.version, work.parsed, work.shown or work.parsed))
+                tally["feedback"] += 1
             else:
                 tally["duplicates"] += 1
-                reason = getattr(decision, "reason", "sent by another labelsync")
-                records.append(self._record(work, project_id, "synced", reason, rule))
-        return again
+            reason = getattr(decision, "reason", None) or _status(decision)[1]
+            records.append(self._record(work, project_id, "synced", reason, rule))
+        return again, updates
 
     def _record(
         self, work: Work, project_id: int, status: str, reason: str | None, rule: str | None
@@ -287,6 +409,7 @@ class Sender:
         self,
         target: Target,
         outgoing: list[Out],
+        claimed: set[str],
         records: list[ConversationRecord],
         done: list[FileDone],
         works: list[Work],
@@ -302,29 +425,42 @@ class Sender:
             assert isinstance(conversation, Conversation) and draft is not None
             pending = Pending(
                 project_id, conversation.sync_key, conversation.thread_id, o.version,
-                draft.data["source_file"], now,
+                draft.data["source_file"], now, self.owner,
             )  # fmt: skip
             task = draft.numbered(o.version, o.previous)
             batch.append((o, pending, Outgoing(conversation.sync_key, task)))
+        started = self.leases.clock()
         with self.state.transaction() as tx:
+            if self.state.shared and batch:
+                # Still this daemon's? Lost only if it stalled past its lease, and then
+                # another daemon may be sending them: this chunk is left, decided again later.
+                threads = {p.thread_id for _, p, _ in batch}
+                lost = threads - tx.holding(project_id, threads, self.owner, 1.0)
+                if lost:
+                    raise LeaseLost(
+                        f"{len(lost)} conversations were claimed longer ago than the lease "
+                        f"({self.leases.times.lease_s:.0f} s): deciding them again"
+                    )
             tx.put_conversations(records)
-            tx.put_outbox(pending for _, pending, _ in batch)
+            tx.put_outbox((pending for _, pending, _ in batch), self.leases.times.lease_s)
+        self.leases.written(started)
 
-        delivered = None
+        delivered = Delivered()
         if batch:
-            started = time.monotonic()
-            while_importing()
-            delivered = target.delivery.send([o for _, _, o in batch])
+            began = time.monotonic()
+            with self.leases.importing():
+                self.leases.check()
+                while_importing()
+                delivered = target.delivery.send([o for _, _, o in batch])
             tally["recovered"] += delivered.found_existing
-            target.project.expect(len(delivered.task_ids))
             log.debug(
-                "imported %d tasks in %.2f s", len(delivered.task_ids), time.monotonic() - started
+                "imported %d tasks in %.2f s", len(delivered.task_ids), time.monotonic() - began
             )
 
         versions, sent = [], []
         for o, pending, _ in batch:
             work = o.work
-            assert delivered is not None and isinstance(work.parsed, Conversation)
+            assert isinstance(work.parsed, Conversation)
             key = pending.sync_key
             if key in delivered.task_ids:
                 task_id = delivered.task_ids[key]
@@ -348,15 +484,46 @@ class Sender:
                 sent.append(self._record(work, project_id, "rejected", reason, o.rule))
                 tally["quarantined"] += 1
                 log.warning("rejected by Label Studio %s: %s", work.path, why)
-        with self.state.transaction() as tx:
+
+        def record(tx: Tx) -> None:
             tx.add_versions(versions)
             tx.put_conversations(sent)
             tx.put_files(item.record for item in done)
-            for item in done:
-                if item.keys is not None:
-                    tx.keep_only_conversations(item.record.path, item.keys)
+            tx.keep_only_conversations_of(
+                {item.record.path: item.keys for item in done if item.keys is not None}
+            )
             tx.close_tailed(w.key for w in works if w.tailed)
-            tx.drop_outbox((p.project_id, p.sync_key) for _, p, _ in batch)
+            # The project's expected task count moves with the rows this very transaction
+            # takes out of the outbox: tried again after a COMMIT of unknown outcome, it
+            # finds them gone and counts nothing twice.
+            keys = [pending.sync_key for _, pending, _ in batch]
+            dropped = tx.drop_own_outbox(project_id, keys, self.owner) if keys else set()
+            tx.add_to_meta(target.project.count_key, len(dropped & set(delivered.task_ids)))
+            tx.release(project_id, claimed, self.owner)
+
+        self._write_until_it_holds(record, f"{len(versions)} versions just sent")
+
+    def _write_until_it_holds(self, write: Callable[[Tx], None], what: str) -> None:
+        """A repeatable write, tried again while the state database is out of reach, for
+        as long as this daemon's lease (then others resolve what it holds)."""
+        deadline = time.monotonic() + self.leases.times.lease_s
+        pause_s = 0.5
+        while True:
+            try:
+                with self.state.transaction() as tx:
+                    write(tx)
+                return
+            except StateUnavailable as exc:
+                if time.monotonic() + pause_s > deadline or self.stop.is_set():
+                    raise
+                log.warning("recording %s: %s; trying again in %.1f s", what, exc, pause_s)
+                self.stop.wait(pause_s)
+                pause_s = min(pause_s * 2, 10.0)
+
+
+def _thread(o: Out) -> str:
+    assert isinstance(o.work.parsed, Conversation)
+    return o.work.parsed.thread_id
 
 
 def _status(decision: object) -> tuple[str, str]:

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     state_pool_size: int = Field(4, ge=2, le=100)
     # How long a call waits for PostgreSQL before it fails (and the daemon waits).
     state_timeout_seconds: float = Field(10.0, gt=0)
+    # This daemon among those sharing a PostgreSQL state: shown by `status`, and the
+    # site of its file records (paths are this host's). Default: the host name.
+    daemon_name: str | None = Field(None, min_length=1, max_length=100)
     # Which file names are conversations: JSON documents and JSON Lines logs.
     pattern: Annotated[list[str], NoDecode] = ["*.json", "*.jsonl", "*.ndjson"]
     recursive: bool = False
@@ -220,6 +223,16 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("is not a valid URL") from None
         return SecretStr(url)
+
+    @field_validator("daemon_name")
+    @classmethod
+    def _daemon_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value or not value.isprintable() or ":" in value:
+            raise ValueError("must be a printable name without ':' (e.g. the host name)")
+        return value
 
     @field_validator("metrics_addr")
     @classmethod

@@ -1,6 +1,6 @@
 """labelsync's own memory, so it never asks Label Studio "did I send this?" per file.
 
-Tables (schema version 2):
+Tables (schema version 3):
 - files: every file seen: the stat and content hash it had when last read
   (documents), or how far it was read and the fingerprint of its first line
   (JSON Lines, tailed);
@@ -12,7 +12,16 @@ Tables (schema version 2):
   Label Studio for its sync key, never by importing blindly;
 - lines, tailed: for conversations assembled from log lines, which lines
   (file, fingerprint, offset, length) make each one, and whether new lines
-  arrived since it was last decided. No message text is stored.
+  arrived since it was last decided. No message text is stored;
+- claims, daemons: what several daemons sharing one PostgreSQL state need (schema 3):
+  which daemon holds which conversation for now (a lease), and who is running.
+
+Shared and host-local rows (schema 3): versions, the outbox, claims and meta
+are one for every daemon of a state. files, conversations, logs, lines and
+tailed describe files on one host's disk, so they carry a `site`: the daemon's
+name (LABELSYNC_DAEMON_NAME, the host name by default) on PostgreSQL, '' on
+SQLite (one host per state directory). Two hosts with the same paths keep their
+own rows; two processes of one host (a backfill beside the daemon) share them.
 
 Every write is one explicit transaction (`with state.transaction() as tx`);
 WAL keeps `labelsync status` readable while the daemon writes.
@@ -26,12 +35,15 @@ it (placeholders, column types) in one place. `State` and `Tx` are the same for 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
+import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,7 +51,7 @@ from labelsync.files import FileStat
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATE_FILE = "state.sqlite3"
 
 _V1 = """
@@ -162,12 +174,127 @@ CREATE TABLE tailed (
 CREATE INDEX tailed_open ON tailed (open) WHERE open = 1;
 """
 
+
+# Version 2 -> 3: several daemons on one state (PostgreSQL). Host-local rows get the
+# site of the daemon that wrote them; the outbox an owner and a lease, so a row left
+# by a daemon that died is resolved by another once the lease is over; claims say
+# which daemon sends which conversation now; daemons, who runs and how far it is.
+# A line is indexed once (a retried transaction cannot add it twice).
+_V3 = """
+ALTER TABLE files RENAME TO files_v2;
+CREATE TABLE files (
+    site TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    sha256 TEXT NOT NULL DEFAULT '',
+    head TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (site, path)
+);
+INSERT INTO files (path, size, mtime_ns, inode, sha256, head, status, reason, updated_at)
+    SELECT path, size, mtime_ns, inode, sha256, head, status, reason, updated_at FROM files_v2;
+DROP TABLE files_v2;
+DROP INDEX conversations_status;
+ALTER TABLE conversations RENAME TO conversations_v2;
+CREATE TABLE conversations (
+    site TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL,
+    key TEXT NOT NULL,
+    thread_id TEXT,
+    position TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    reason TEXT,
+    sync_key TEXT,
+    project_id INTEGER,
+    rule TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (site, path, key)
+);
+CREATE INDEX conversations_status ON conversations (status) WHERE status != 'synced';
+INSERT INTO conversations (path, key, thread_id, position, status, reason, sync_key,
+                           project_id, rule, updated_at)
+    SELECT path, key, thread_id, position, status, reason, sync_key, project_id, rule, updated_at
+    FROM conversations_v2;
+DROP TABLE conversations_v2;
+ALTER TABLE logs RENAME TO logs_v2;
+CREATE TABLE logs (
+    site TEXT NOT NULL DEFAULT '',
+    head TEXT NOT NULL,
+    path TEXT NOT NULL,
+    read_offset INTEGER NOT NULL,
+    read_lines INTEGER NOT NULL,
+    tail_check TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (site, head)
+);
+INSERT INTO logs (head, path, read_offset, read_lines, tail_check, updated_at)
+    SELECT head, path, read_offset, read_lines, tail_check, updated_at FROM logs_v2;
+DROP TABLE logs_v2;
+DROP INDEX tailed_open;
+ALTER TABLE tailed RENAME TO tailed_v2;
+CREATE TABLE tailed (
+    site TEXT NOT NULL DEFAULT '',
+    thread_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    last_at REAL NOT NULL,
+    ended INTEGER NOT NULL DEFAULT 0,
+    open INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (site, thread_id)
+);
+CREATE INDEX tailed_open ON tailed (site) WHERE open = 1;
+INSERT INTO tailed (thread_id, path, last_at, ended, open)
+    SELECT thread_id, path, last_at, ended, open FROM tailed_v2;
+DROP TABLE tailed_v2;
+ALTER TABLE lines ADD COLUMN site TEXT NOT NULL DEFAULT '';
+DELETE FROM lines WHERE rowid NOT IN
+    (SELECT MIN(rowid) FROM lines GROUP BY thread_id, head, line_offset);
+DROP INDEX lines_thread;
+DROP INDEX lines_file;
+CREATE INDEX lines_thread ON lines (site, thread_id);
+CREATE INDEX lines_file ON lines (site, head);
+CREATE UNIQUE INDEX lines_once ON lines (site, thread_id, head, line_offset);
+ALTER TABLE outbox ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE outbox ADD COLUMN expires_at REAL NOT NULL DEFAULT 0;
+CREATE INDEX outbox_thread ON outbox (project_id, thread_id);
+CREATE TABLE claims (
+    project_id INTEGER NOT NULL,
+    thread_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (project_id, thread_id)
+);
+CREATE INDEX claims_owner ON claims (owner);
+CREATE TABLE daemons (
+    owner TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    seen_at REAL NOT NULL,
+    backlog INTEGER NOT NULL DEFAULT 0,
+    last_sync REAL,
+    last_error TEXT,
+    watch_dir TEXT,
+    totals TEXT NOT NULL DEFAULT '{}'
+);
+DELETE FROM meta WHERE key = 'daemon'
+"""
+
 # Index i upgrades the schema from version i to i + 1.
-_MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+_MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 
 # Every table of the schema, in the order `labelsync state import` copies them.
 TABLES = ("meta", "files", "conversations", "versions", "outbox", "logs", "lines", "tailed")
+# Tables of running daemons (leases, heartbeats): never copied, they say nothing once
+# the daemons that wrote them are gone.
+TRANSIENT = ("claims", "daemons")
+# Tables whose rows describe one host's files: keyed by site as well.
+SITE_TABLES = ("files", "conversations", "logs", "lines", "tailed")
 
 
 class StateError(Exception):
@@ -203,6 +330,9 @@ class Backend(Protocol):
     # What a person is told to change when this state is the wrong one.
     setting: str  # LABELSYNC_STATE_DIR | LABELSYNC_STATE_URL
     what: str  # "state directory" | "state database"
+    # Whether several daemons may use it at once (claims and leases are real).
+    shared: bool
+    now_sql: str  # the server's clock in seconds since 1970, as an SQL expression
 
     def __str__(self) -> str:
         """Where the state is, fit for a log line: a path, or a URL without a password."""
@@ -302,6 +432,8 @@ class Pending:
     version: int
     source_file: str
     sent_at: float
+    owner: str = ""  # the daemon that put it (Identity.owner); '' before schema 3
+    expires_at: float = 0.0  # its lease, by the database's clock: resolvable by others after
 
 
 @dataclass(frozen=True)
@@ -325,6 +457,50 @@ class Tailed:
     open: bool
 
 
+# The database's clock in seconds since 1970, as SQL (PostgreSQL's backend has its own).
+_SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this labelsync process is, among the daemons sharing a state.
+
+    `name`: LABELSYNC_DAEMON_NAME, the host name by default: the site of its host-local
+    rows, and what `status` shows. `owner`: name, pid and a random part, so a process
+    restarted with the same pid (a container's pid 1) is not taken for the one that
+    died: claims and outbox rows are this process's only.
+    """
+
+    name: str
+    pid: int
+    nonce: str
+
+    @property
+    def owner(self) -> str:
+        return f"{self.name}:{self.pid}:{self.nonce}"
+
+    @classmethod
+    def here(cls, name: str | None = None) -> Identity:
+        return cls(name or socket.gethostname() or "localhost", os.getpid(), secrets.token_hex(3))
+
+
+@dataclass(frozen=True)
+class DaemonRecord:
+    """One daemon as `labelsync status` lists it."""
+
+    owner: str
+    name: str
+    pid: int
+    status: str  # running | stopped | waiting
+    started_at: float
+    seen_at: float  # by the database's clock
+    backlog: int = 0
+    last_sync: float | None = None
+    last_error: str | None = None
+    watch_dir: str | None = None
+    totals: dict[str, int] = field(default_factory=dict)
+
+
 def _t(text: str | None) -> str | None:
     """Text SQLite can store: a lone surrogate (JSON allows "\\ud800") becomes U+FFFD."""
     if text is None or text.isascii():
@@ -343,22 +519,40 @@ def _chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
 
 
 class Tx:
-    """The writes of one transaction."""
+    """The writes of one transaction.
 
-    def __init__(self, db: Db, stored: Callable[[str], str] = lambda text: text) -> None:
+    `site`: whose host-local rows these are (files, conversations, logs, lines,
+    tailed). `now`: the database's clock as SQL, for leases: every daemon compares
+    expiries with one clock, whatever its own says.
+    """
+
+    def __init__(
+        self,
+        db: Db,
+        stored: Callable[[str], str] = lambda text: text,
+        *,
+        site: str = "",
+        now: str = _SQLITE_NOW,
+        shared: bool = False,
+    ) -> None:
         self.db = db
         self._stored = stored  # a text as the backend stores it (PostgreSQL: no NUL)
+        self.site = site
+        self._now = now
+        self.shared = shared
 
     def put_files(self, rows: Iterable[FileRecord]) -> None:
         now = time.time()
         self.db.executemany(
-            "INSERT INTO files (path, size, mtime_ns, inode, sha256, head, status, reason,"
-            " updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
-            " inode=excluded.inode, sha256=excluded.sha256, head=excluded.head,"
-            " status=excluded.status, reason=excluded.reason, updated_at=excluded.updated_at",
+            "INSERT INTO files (site, path, size, mtime_ns, inode, sha256, head, status, reason,"
+            " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (site, path) DO UPDATE SET size=excluded.size,"
+            " mtime_ns=excluded.mtime_ns, inode=excluded.inode, sha256=excluded.sha256,"
+            " head=excluded.head, status=excluded.status, reason=excluded.reason,"
+            " updated_at=excluded.updated_at",
             [
                 (
+                    self.site,
                     _t(f.path),
                     f.stat.size,
                     f.stat.mtime_ns,
@@ -376,14 +570,15 @@ class Tx:
     def put_conversations(self, rows: Iterable[ConversationRecord]) -> None:
         now = time.time()
         self.db.executemany(
-            "INSERT INTO conversations (path, key, thread_id, position, status, reason,"
-            " sync_key, project_id, rule, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (path, key) DO UPDATE SET thread_id=excluded.thread_id,"
+            "INSERT INTO conversations (site, path, key, thread_id, position, status, reason,"
+            " sync_key, project_id, rule, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (site, path, key) DO UPDATE SET thread_id=excluded.thread_id,"
             " position=excluded.position, status=excluded.status, reason=excluded.reason,"
             " sync_key=excluded.sync_key, project_id=excluded.project_id, rule=excluded.rule,"
             " updated_at=excluded.updated_at",
             [
                 (
+                    self.site,
                     _t(c.path),
                     _t(c.key),
                     _t(c.thread_id),
@@ -401,16 +596,27 @@ class Tx:
 
     def keep_only_conversations(self, path: str, keys: Iterable[str]) -> None:
         """After a whole file was read again: forget conversations it no longer holds."""
-        keep = {self._stored(k) for k in keys}
-        known = [
-            r[0] for r in self.db.execute("SELECT key FROM conversations WHERE path = ?", (path,))
-        ]
+        self.keep_only_conversations_of({path: list(keys)})
+
+    def keep_only_conversations_of(self, files: dict[str, list[str]]) -> None:
+        """The same for many files at once (a chunk's): one query per 500 files, not one
+        per file, which on PostgreSQL is a round trip each."""
+        stale: list[tuple[str, str, str]] = []
+        for chunk in _chunks(list(files)):
+            marks = ",".join("?" * len(chunk))
+            keep = {self._stored(path): {self._stored(k) for k in files[path]} for path in chunk}
+            for path, key in self.db.execute(
+                f"SELECT path, key FROM conversations WHERE site = ? AND path IN ({marks})",
+                (self.site, *chunk),
+            ):
+                if key not in keep.get(path, ()):
+                    stale.append((self.site, path, key))
         self.db.executemany(
-            "DELETE FROM conversations WHERE path = ? AND key = ?",
-            [(path, k) for k in known if k not in keep],
+            "DELETE FROM conversations WHERE site = ? AND path = ? AND key = ?", stale
         )
 
     def add_versions(self, rows: Iterable[VersionRecord]) -> None:
+        """Versions sent or learnt; one already known is kept as it was (repeatable)."""
         now = time.time()
         self.db.executemany(
             "INSERT INTO versions (project_id, thread_id, version, sync_key, task_id,"
@@ -438,12 +644,18 @@ class Tx:
             (feedback_key, project_id, sync_key),
         )
 
-    def retire(self, project_id: int, sync_keys: Iterable[str]) -> None:
+    def retire(self, project_id: int, sync_keys: Iterable[str]) -> int:
+        """Mark versions taken out of the project; returns how many were not already."""
         now = time.time()
-        self.db.executemany(
-            "UPDATE versions SET retired_at = ? WHERE project_id = ? AND sync_key = ?",
-            [(now, project_id, k) for k in sync_keys],
-        )
+        changed = 0
+        for key in sync_keys:
+            cursor = self.db.execute(
+                "UPDATE versions SET retired_at = ? WHERE project_id = ? AND sync_key = ?"
+                " AND retired_at IS NULL",
+                (now, project_id, key),
+            )
+            changed += max(0, _rowcount(cursor))
+        return changed
 
     def keep(self, project_id: int, sync_keys: Iterable[str]) -> None:
         self.db.executemany(
@@ -451,72 +663,208 @@ class Tx:
             [(project_id, k) for k in sync_keys],
         )
 
-    def put_outbox(self, rows: Iterable[Pending]) -> None:
+    # -- the outbox: imports of unknown outcome, each with its owner's lease ---------------
+    def put_outbox(self, rows: Iterable[Pending], lease_s: float = 0.0) -> None:
+        """Versions about to be imported. The owner holds each row for `lease_s` (renewed
+        while it lives); after that any daemon may resolve it."""
         self.db.executemany(
-            "INSERT INTO outbox VALUES (?,?,?,?,?,?) ON CONFLICT (project_id, sync_key)"
-            " DO UPDATE SET version=excluded.version, sent_at=excluded.sent_at",
+            "INSERT INTO outbox (project_id, sync_key, thread_id, version, source_file, sent_at,"
+            f" owner, expires_at) VALUES (?,?,?,?,?,?,?,{self._now} + ?)"
+            " ON CONFLICT (project_id, sync_key) DO UPDATE SET version=excluded.version,"
+            " thread_id=excluded.thread_id, sent_at=excluded.sent_at, owner=excluded.owner,"
+            " expires_at=excluded.expires_at",
             [
-                (p.project_id, p.sync_key, p.thread_id, p.version, p.source_file, p.sent_at)
+                (
+                    p.project_id,
+                    p.sync_key,
+                    _t(p.thread_id),
+                    p.version,
+                    _t(p.source_file),
+                    p.sent_at,
+                    p.owner,
+                    float(lease_s),
+                )
                 for p in rows
             ],
         )
 
-    def drop_outbox(self, rows: Iterable[tuple[int, str]]) -> None:
-        self.db.executemany("DELETE FROM outbox WHERE project_id = ? AND sync_key = ?", list(rows))
+    def drop_outbox(self, rows: Iterable[tuple[int, str]], owner: str | None = None) -> int:
+        """Rows whose outcome is recorded. With `owner`, only that owner's rows: a row
+        another daemon put since (the same content, sent again under its claim) stays.
+        Returns how many rows went."""
+        if owner is None:
+            before = self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            self.db.executemany(
+                "DELETE FROM outbox WHERE project_id = ? AND sync_key = ?", list(rows)
+            )
+            return int(before) - int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        by_project: dict[int, list[str]] = {}
+        for project_id, key in rows:
+            by_project.setdefault(project_id, []).append(key)
+        return sum(
+            len(self.drop_own_outbox(project_id, keys, owner))
+            for project_id, keys in by_project.items()
+        )
 
-    def add_lines(self, refs: Iterable[LineRef]) -> None:
+    def drop_own_outbox(self, project_id: int, sync_keys: Sequence[str], owner: str) -> set[str]:
+        """Take `owner`'s rows with these keys out of the outbox; returns the keys that
+        were there (tried again after a COMMIT of unknown outcome: none)."""
+        dropped: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(sync_keys))):
+            marks = ",".join("?" * len(chunk))
+            where = f"WHERE project_id = ? AND owner = ? AND sync_key IN ({marks})"
+            params = (project_id, owner, *chunk)
+            if self.shared:
+                # One statement: what another daemon deletes at the same moment is not
+                # counted here too.
+                found = self.db.execute(
+                    f"DELETE FROM outbox {where} RETURNING sync_key", params
+                ).fetchall()
+            else:  # one writer (BEGIN IMMEDIATE); RETURNING needs SQLite 3.35
+                found = self.db.execute(f"SELECT sync_key FROM outbox {where}", params).fetchall()
+                self.db.execute(f"DELETE FROM outbox {where}", params)
+            dropped.update(r[0] for r in found)
+        return dropped
+
+    def outbox_in_flight(self, project_id: int) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM outbox WHERE project_id = ? LIMIT 1", (project_id,)
+        ).fetchone()
+        return row is not None
+
+    # -- claims: which daemon sends which conversation now ----------------------------------
+    def claim(
+        self, project_id: int, thread_ids: Iterable[str], owner: str, lease_s: float
+    ) -> set[str]:
+        """Take (or keep) the conversations no other daemon holds; returns those taken.
+
+        One statement per batch: an insert, or an update of a claim that is this
+        owner's or whose lease is over, by the database's clock. A claim another
+        daemon holds is left alone without waiting for it. Ids are taken in one
+        order, so two daemons claiming overlapping batches cannot deadlock.
+        On SQLite (one daemon per state directory) every claim is granted.
+        """
+        asked = {self._stored(t): t for t in thread_ids}
+        if not self.shared:
+            return set(asked.values())
+        taken: set[str] = set()
+        for chunk in _chunks(sorted(asked), 200):
+            values = ",".join(f"(?, ?, ?, {self._now} + ?)" for _ in chunk)
+            params: list[Any] = []
+            for thread in chunk:
+                params += [project_id, thread, owner, float(lease_s)]
+            rows = self.db.execute(
+                f"INSERT INTO claims (project_id, thread_id, owner, expires_at) VALUES {values}"
+                " ON CONFLICT (project_id, thread_id) DO UPDATE SET owner = excluded.owner,"
+                " expires_at = excluded.expires_at"
+                f" WHERE claims.owner = excluded.owner OR claims.expires_at < {self._now}"
+                " RETURNING thread_id",
+                params,
+            ).fetchall()
+            taken.update(asked.get(r[0], r[0]) for r in rows)
+        return taken
+
+    def holding(
+        self, project_id: int, thread_ids: Iterable[str], owner: str, for_s: float
+    ) -> set[str]:
+        """Of these conversations, those whose claim `owner` holds for at least `for_s`
+        more seconds: what it may still send (checked in the outbox's transaction)."""
+        asked = {self._stored(t): t for t in thread_ids}
+        if not self.shared:
+            return set(asked.values())
+        held: set[str] = set()
+        for chunk in _chunks(list(asked)):
+            marks = ",".join("?" * len(chunk))
+            # FOR UPDATE: a daemon taking one of these claims once it runs out waits for
+            # this transaction, and then sees the outbox rows it wrote.
+            rows = self.db.execute(
+                f"SELECT thread_id FROM claims WHERE project_id = ? AND owner = ?"
+                f" AND expires_at > {self._now} + ? AND thread_id IN ({marks}) FOR UPDATE",
+                (project_id, owner, float(for_s), *chunk),
+            ).fetchall()
+            held.update(asked.get(r[0], r[0]) for r in rows)
+        return held
+
+    def release(self, project_id: int, thread_ids: Iterable[str], owner: str) -> None:
+        if not self.shared:
+            return
         self.db.executemany(
-            "INSERT INTO lines VALUES (?,?,?,?,?,?)",
-            [(r.thread_id, r.path, r.head, r.offset, r.length, r.line_no) for r in refs],
+            "DELETE FROM claims WHERE project_id = ? AND thread_id = ? AND owner = ?",
+            [(project_id, _t(t), owner) for t in dict.fromkeys(thread_ids)],
+        )
+
+    def renew(self, owner: str, lease_s: float) -> None:
+        """Everything `owner` holds (claims, outbox rows) for `lease_s` more from now."""
+        for table in ("claims", "outbox"):
+            self.db.execute(
+                f"UPDATE {table} SET expires_at = {self._now} + ? WHERE owner = ?",
+                (float(lease_s), owner),
+            )
+
+    # -- logs --------------------------------------------------------------------------
+    def add_lines(self, refs: Iterable[LineRef]) -> None:
+        """Lines of logs and the conversation each belongs to; a line already indexed
+        (a transaction tried again after an unknown outcome) is not added twice."""
+        self.db.executemany(
+            "INSERT INTO lines (site, thread_id, path, head, line_offset, length, line_no)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (site, thread_id, head, line_offset) DO NOTHING",
+            [(self.site, r.thread_id, r.path, r.head, r.offset, r.length, r.line_no) for r in refs],
         )
 
     def replace_lines(self, thread_id: str, refs: Iterable[LineRef]) -> None:
         """A line that holds a whole conversation replaces what was known of it."""
-        self.db.execute("DELETE FROM lines WHERE thread_id = ?", (thread_id,))
+        self.db.execute(
+            "DELETE FROM lines WHERE site = ? AND thread_id = ?", (self.site, thread_id)
+        )
         self.add_lines(refs)
 
     def drop_lines_of(self, head: str) -> None:
         """A log was rewritten in place (same first line, other lines after it): what was
         known of its lines no longer says anything."""
-        self.db.execute("DELETE FROM lines WHERE head = ?", (head,))
+        self.db.execute("DELETE FROM lines WHERE site = ? AND head = ?", (self.site, head))
 
     def put_logs(self, rows: Iterable[LogPosition]) -> None:
         now = time.time()
         self.db.executemany(
-            "INSERT INTO logs VALUES (?,?,?,?,?,?) ON CONFLICT (head) DO UPDATE SET"
+            "INSERT INTO logs (site, head, path, read_offset, read_lines, tail_check, updated_at)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (site, head) DO UPDATE SET"
             " path=excluded.path, read_offset=excluded.read_offset,"
             " read_lines=excluded.read_lines, tail_check=excluded.tail_check,"
             " updated_at=excluded.updated_at",
-            [(r.head, _t(r.path), r.offset, r.lines, r.check, now) for r in rows],
+            [(self.site, r.head, _t(r.path), r.offset, r.lines, r.check, now) for r in rows],
         )
 
     def put_tailed(self, rows: Iterable[Tailed]) -> None:
         self.db.executemany(
-            "INSERT INTO tailed VALUES (?,?,?,?,?) ON CONFLICT (thread_id) DO UPDATE SET"
+            "INSERT INTO tailed (site, thread_id, path, last_at, ended, open)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (site, thread_id) DO UPDATE SET"
             " path=excluded.path, last_at=excluded.last_at, ended=excluded.ended,"
             " open=excluded.open",
-            [(t.thread_id, t.path, t.last_at, int(t.ended), int(t.open)) for t in rows],
+            [(self.site, t.thread_id, t.path, t.last_at, int(t.ended), int(t.open)) for t in rows],
         )
 
     def reopen_tailed(self, thread_ids: Iterable[str]) -> None:
         """Decide these conversations of logs again (after Label Studio rejected them)."""
         self.db.executemany(
-            "UPDATE tailed SET open = 1 WHERE thread_id = ?", [(t,) for t in thread_ids]
+            "UPDATE tailed SET open = 1 WHERE site = ? AND thread_id = ?",
+            [(self.site, t) for t in thread_ids],
         )
 
     def reopen_all_tailed(self) -> None:
         """Decide every conversation of logs again (`backfill --recheck`)."""
-        self.db.execute("UPDATE tailed SET open = 1")
+        self.db.execute("UPDATE tailed SET open = 1 WHERE site = ?", (self.site,))
 
     def close_tailed(self, thread_ids: Iterable[str]) -> None:
         self.db.executemany(
-            "UPDATE tailed SET open = 0 WHERE thread_id = ?", [(t,) for t in thread_ids]
+            "UPDATE tailed SET open = 0 WHERE site = ? AND thread_id = ?",
+            [(self.site, t) for t in thread_ids],
         )
 
     def forget_file(self, path: str) -> None:
-        self.db.execute("DELETE FROM files WHERE path = ?", (path,))
-        self.db.execute("DELETE FROM conversations WHERE path = ?", (path,))
+        self.db.execute("DELETE FROM files WHERE site = ? AND path = ?", (self.site, path))
+        self.db.execute("DELETE FROM conversations WHERE site = ? AND path = ?", (self.site, path))
 
+    # -- meta --------------------------------------------------------------------------
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute(
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
@@ -528,20 +876,72 @@ class Tx:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def add_to_meta(self, key: str, change: int) -> None:
+        """An integer in meta moved by `change` in one statement: two daemons adding at
+        once both count. Nothing happens while the key is not set."""
+        if change:
+            self.db.execute(
+                "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + ? AS TEXT) WHERE key = ?",
+                (int(change), key),
+            )
+
+    def raise_meta(self, key: str, value: int) -> None:
+        """An integer in meta that only grows (the highest task id seen)."""
+        self.db.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            " WHERE CAST(meta.value AS BIGINT) < CAST(excluded.value AS BIGINT)",
+            (key, str(int(value))),
+        )
+
+    def set_meta_if(self, key: str, value: str, expected: str | None) -> bool:
+        """Set `key` only if it still holds `expected` (None: not set): False if another
+        daemon changed it since it was read."""
+        if expected is None:
+            cursor = self.db.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value)
+            )
+        else:
+            cursor = self.db.execute(
+                "UPDATE meta SET value = ? WHERE key = ? AND value = ?", (value, key, expected)
+            )
+        return _rowcount(cursor) > 0
+
     def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """Rows as another state holds them (`labelsync state import`): no key is merged."""
+        """Rows as another state holds them (`labelsync state import`): no key is merged.
+
+        Host-local rows of a single-host state (site '') become this daemon's: the
+        import runs on the host whose files they describe."""
         if table not in TABLES or not all(c.isidentifier() for c in columns):
             raise ValueError(f"not a state table or column: {table} {columns}")
+        at = columns.index("site") if table in SITE_TABLES and "site" in columns else None
+
+        def converted(row: Sequence[Any]) -> tuple[Any, ...]:
+            values = [_t(v) if isinstance(v, str) else v for v in row]
+            if at is not None and not values[at]:
+                values[at] = self.site
+            return tuple(values)
+
         self.db.executemany(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})",
-            [tuple(_t(v) if isinstance(v, str) else v for v in row) for row in rows],
+            [converted(row) for row in rows],
         )
 
 
+def _rowcount(cursor: Any) -> int:
+    count = getattr(cursor, "rowcount", -1)
+    return int(count) if isinstance(count, int) else -1
+
+
 class State:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, identity: Identity | None = None) -> None:
         self._backend = backend
         self.schema_found = SCHEMA_VERSION  # the schema it had when opened (before migrating)
+        self.identity = identity or Identity.here()
+        # Several daemons may share it (PostgreSQL): claims and leases are real. SQLite
+        # is one daemon's (the directory's lock): every claim is granted, nothing waits.
+        self.shared = backend.shared
+        self.site = self.identity.name if self.shared else ""
+        self._now = backend.now_sql
 
     @property
     def path(self) -> str | Backend:
@@ -560,23 +960,27 @@ class State:
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
-    def open(cls, where: Path | str | Backend) -> State:
+    def open(cls, where: Path | str | Backend, identity: Identity | None = None) -> State:
         """A SQLite file, a PostgreSQL URL (password in it, or from libpq's .pgpass),
         or an open state's `path` (another thread's own handle on the same state)."""
         if not isinstance(where, str | Path):
-            return cls(where.share())
+            return cls(where.share(), identity)
         if str(where).startswith(("postgresql://", "postgres://")):
             from labelsync.state_postgres import open_postgres
 
-            return open_postgres(str(where))
+            return open_postgres(str(where), identity=identity)
         from labelsync.state_sqlite import SqliteBackend
 
-        return cls.migrated(SqliteBackend.open(str(where)))
+        return cls.migrated(SqliteBackend.open(str(where)), identity)
+
+    def share(self) -> State:
+        """Another thread's own handle on this state, as the same daemon (its site)."""
+        return State(self._backend.share(), self.identity)
 
     @classmethod
-    def migrated(cls, backend: Backend) -> State:
+    def migrated(cls, backend: Backend, identity: Identity | None = None) -> State:
         """A state on a freshly opened backend, its schema brought up to date."""
-        state = cls(backend)
+        state = cls(backend, identity)
         try:
             state._migrate()
         except BaseException:
@@ -600,6 +1004,12 @@ class State:
                     tx.db.execute(statement)
                 if current:
                     log.info("state migrated from schema %d to %d", version, version + 1)
+            if 0 < current < 3 and self.site:
+                # A PostgreSQL state before schema 3 had one daemon (the previous release
+                # said so): its host-local rows are those of the host that upgrades it.
+                for table in SITE_TABLES:
+                    tx.db.execute(f"UPDATE {table} SET site = ? WHERE site = ''", (self.site,))
+                log.info("file records of the state are daemon %s's", self.site)
             if current != SCHEMA_VERSION:
                 self._backend.set_schema_version(tx.db, SCHEMA_VERSION)
 
@@ -612,7 +1022,7 @@ class State:
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with self._backend.errors(), self._backend.transaction() as db:
-            yield Tx(db, self._backend.text)
+            yield Tx(db, self._backend.text, site=self.site, now=self._now, shared=self.shared)
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._backend.errors():
@@ -690,14 +1100,21 @@ class State:
         return FileRecord(r[0], FileStat(r[1], r[2], r[3]), *r[4:])
 
     def files(self) -> dict[str, FileRecord]:
-        return {r[0]: self._file(r) for r in self._rows(f"SELECT {self._FILE_COLUMNS} FROM files")}
+        """Every file this daemon's host has recorded (its site)."""
+        return {
+            r[0]: self._file(r)
+            for r in self._rows(
+                f"SELECT {self._FILE_COLUMNS} FROM files WHERE site = ?", (self.site,)
+            )
+        }
 
     def files_for(self, paths: Iterable[str]) -> dict[str, FileRecord]:
         found: dict[str, FileRecord] = {}
         for chunk in _chunks(list(paths)):
             marks = ",".join("?" * len(chunk))
             for r in self._rows(
-                f"SELECT {self._FILE_COLUMNS} FROM files WHERE path IN ({marks})", chunk
+                f"SELECT {self._FILE_COLUMNS} FROM files WHERE site = ? AND path IN ({marks})",
+                [self.site, *chunk],
             ):
                 found[r[0]] = self._file(r)
         return found
@@ -743,8 +1160,8 @@ class State:
     def conversations_of(self, path: str) -> dict[str, ConversationRecord]:
         rows = self._rows(
             "SELECT path, key, thread_id, status, reason, position, sync_key, project_id"
-            " FROM conversations WHERE path = ?",
-            (path,),
+            " FROM conversations WHERE site = ? AND path = ?",
+            (self.site, path),
         )
         return {r[1]: ConversationRecord(*r) for r in rows}
 
@@ -757,22 +1174,66 @@ class State:
         return int(rows[0][0])
 
     def with_status(self, status: str) -> list[tuple[str, str]]:
-        """(file, conversation key) of every conversation last decided with this status."""
+        """(file, conversation key) of every conversation of this host last decided with
+        this status."""
         return [
             (r[0], r[1])
-            for r in self._rows("SELECT path, key FROM conversations WHERE status = ?", (status,))
+            for r in self._rows(
+                "SELECT path, key FROM conversations WHERE site = ? AND status = ?",
+                (self.site, status),
+            )
         ]
 
+    _PENDING = "SELECT project_id, sync_key, thread_id, version, source_file, sent_at, owner,"
+
     def pending(self) -> list[Pending]:
+        """Every outbox row, whoever put it."""
+        rows = self._rows(f"{self._PENDING} expires_at FROM outbox")
+        return [Pending(*row) for row in rows]
+
+    def resolvable(self) -> list[Pending]:
+        """Outbox rows this daemon may resolve now: its own, and those whose owner's lease
+        is over (it died, or lost the database). On SQLite, every row: the directory's
+        lock says the daemon that put them is gone."""
+        if not self.shared:
+            return self.pending()
         rows = self._rows(
-            "SELECT project_id, sync_key, thread_id, version, source_file, sent_at FROM outbox"
+            f"{self._PENDING} expires_at FROM outbox WHERE owner = ? OR expires_at < {self._now}",
+            (self.identity.owner,),
         )
         return [Pending(*row) for row in rows]
 
+    def outbox_of(self, project_id: int, thread_ids: Iterable[str]) -> list[tuple[Pending, bool]]:
+        """Outbox rows of these conversations, each with whether its lease still runs."""
+        found: list[tuple[Pending, bool]] = []
+        for chunk in _chunks(list(dict.fromkeys(thread_ids))):
+            marks = ",".join("?" * len(chunk))
+            rows = self._rows(
+                f"{self._PENDING} expires_at, expires_at >= {self._now} FROM outbox"
+                f" WHERE project_id = ? AND thread_id IN ({marks})",
+                [project_id, *chunk],
+            )
+            found += [(Pending(*row[:8]), bool(row[8])) for row in rows]
+        return found
+
+    def claim(self, project_id: int, thread_ids: Iterable[str], lease_s: float) -> set[str]:
+        """Claim conversations for this daemon (Tx.claim), in a transaction of its own."""
+        ids = list(thread_ids)
+        if not self.shared:
+            return set(ids)
+        with self.transaction() as tx:
+            return tx.claim(project_id, ids, self.identity.owner, lease_s)
+
+    def renew(self, lease_s: float) -> None:
+        if self.shared:
+            with self.transaction() as tx:
+                tx.renew(self.identity.owner, lease_s)
+
     def log_position(self, head: str) -> LogPosition | None:
         rows = self._rows(
-            "SELECT head, path, read_offset, read_lines, tail_check FROM logs WHERE head = ?",
-            (head,),
+            "SELECT head, path, read_offset, read_lines, tail_check FROM logs"
+            " WHERE site = ? AND head = ?",
+            (self.site, head),
         )
         return LogPosition(*rows[0]) if rows else None
 
@@ -783,16 +1244,16 @@ class State:
             marks = ",".join("?" * len(chunk))
             rows = self._rows(
                 "SELECT thread_id, path, head, line_offset, length, line_no FROM lines"
-                f" WHERE thread_id IN ({marks}) ORDER BY rowid",
-                chunk,
+                f" WHERE site = ? AND thread_id IN ({marks}) ORDER BY rowid",
+                [self.site, *chunk],
             )
             for row in rows:
                 found.setdefault(asked.get(row[0], row[0]), []).append(LineRef(*row))
         return found
 
     def tailed(self, *, open_only: bool = True, path: str | None = None) -> list[Tailed]:
-        sql = "SELECT thread_id, path, last_at, ended, open FROM tailed WHERE 1=1"
-        params: list[Any] = []
+        sql = "SELECT thread_id, path, last_at, ended, open FROM tailed WHERE site = ?"
+        params: list[Any] = [self.site]
         if open_only:
             sql += " AND open = 1"
         if path is not None:
@@ -827,27 +1288,86 @@ class State:
             counts[f"project:{project}"] = n
         return counts
 
-    def problems(self, status: str, limit: int | None = None) -> list[tuple[str, str, str]]:
-        """(file, position in it, reason) of conversations and whole files in a status."""
+    def problems(
+        self, status: str, limit: int | None = None, *, every_site: bool = False
+    ) -> list[tuple[str, str, str]]:
+        """(file, position in it, reason) of conversations and whole files in a status:
+        this host's, or with `every_site` every daemon's (a site's files as `site:path`
+        where there are several)."""
+        where, params = ("", []) if every_site else (" AND site = ?", [self.site])
+        several = every_site and len(self.sites()) > 1
+
+        def shown(site: str, path: str) -> str:
+            return f"{site}:{path}" if several and site else path
+
         rows: list[tuple[str, str, str]] = [
-            (r[0], r[1] or "", r[2] or "")
+            (shown(r[3], r[0]), r[1] or "", r[2] or "")
             for r in self._rows(
-                "SELECT path, position, reason FROM conversations WHERE status = ?"
-                " ORDER BY path, position",
-                (status,),
+                "SELECT path, position, reason, site FROM conversations WHERE status = ?"
+                f"{where} ORDER BY path, position",
+                [status, *params],
             )
         ]
         file_statuses = _FILE_PROBLEMS.get(status, ())
         if file_statuses:
             marks = ",".join("?" * len(file_statuses))
             rows += [
-                (r[0], "", r[1] or "")
+                (shown(r[2], r[0]), "", r[1] or "")
                 for r in self._rows(
-                    f"SELECT path, reason FROM files WHERE status IN ({marks})", file_statuses
+                    f"SELECT path, reason, site FROM files WHERE status IN ({marks}){where}",
+                    [*file_statuses, *params],
                 )
             ]
-            rows.sort()
+        rows.sort()
         return rows[:limit] if limit is not None else rows
+
+    def sites(self) -> list[str]:
+        """The daemons (by name) whose files this state has records of."""
+        return [r[0] for r in self._rows("SELECT DISTINCT site FROM files ORDER BY site")]
+
+    # -- the daemons sharing this state ------------------------------------------------
+    def publish(self, record: DaemonRecord) -> None:
+        """This daemon's heartbeat, backlog and totals (its own row; `seen_at` is set by
+        the database's clock). Rows of daemons not seen for a week are dropped."""
+        with self.transaction() as tx:
+            tx.db.execute(
+                "INSERT INTO daemons (owner, name, pid, status, started_at, seen_at, backlog,"
+                f" last_sync, last_error, watch_dir, totals) VALUES (?,?,?,?,?,{self._now},"
+                "?,?,?,?,?) ON CONFLICT (owner) DO UPDATE SET status=excluded.status,"
+                " seen_at=excluded.seen_at, backlog=excluded.backlog,"
+                " last_sync=excluded.last_sync, last_error=excluded.last_error,"
+                " watch_dir=excluded.watch_dir, totals=excluded.totals",
+                (
+                    record.owner,
+                    _t(record.name),
+                    record.pid,
+                    record.status,
+                    record.started_at,
+                    record.backlog,
+                    record.last_sync,
+                    _t(record.last_error),
+                    _t(record.watch_dir),
+                    json.dumps(record.totals),
+                ),
+            )
+            tx.db.execute(f"DELETE FROM daemons WHERE seen_at < {self._now} - 604800")
+
+    def daemons(self, within_s: float = 86400.0) -> list[tuple[DaemonRecord, float]]:
+        """Daemons seen in the last `within_s` seconds, most recent first, each with how
+        long ago it was last seen (by the database's clock)."""
+        rows = self._rows(
+            "SELECT owner, name, pid, status, started_at, seen_at, backlog, last_sync,"
+            f" last_error, watch_dir, totals, {self._now} - seen_at FROM daemons"
+            f" WHERE seen_at >= {self._now} - ? ORDER BY seen_at DESC",
+            (float(within_s),),
+        )
+        return [
+            (
+                replace(DaemonRecord(*row[:10]), totals=json.loads(row[10] or "{}")),
+                max(0.0, float(row[11])),
+            )
+            for row in rows
+        ]
 
 
 # Which file statuses count as which problem, for `status` and the backfill.
@@ -887,7 +1407,7 @@ class StateLock:
             self._fd = None
 
 
-def open_state_dir(directory: Path) -> tuple[State, StateLock]:
+def open_state_dir(directory: Path, identity: Identity | None = None) -> tuple[State, StateLock]:
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
@@ -897,7 +1417,7 @@ def open_state_dir(directory: Path) -> tuple[State, StateLock]:
     lock = StateLock(directory)
     lock.acquire()
     try:
-        return State.open(directory / STATE_FILE), lock
+        return State.open(directory / STATE_FILE, identity), lock
     except BaseException:
         lock.release()
         raise
@@ -908,8 +1428,8 @@ class Releasable(Protocol):
 
 
 class NoLock:
-    """PostgreSQL has no lock per state: several daemons will share one state there,
-    each claiming its conversations (row locks) instead of owning the whole state."""
+    """PostgreSQL has no lock per state: several daemons share one state there, each
+    claiming the conversations it sends (the claims table) instead of owning the state."""
 
     def release(self) -> None:
         pass
@@ -922,12 +1442,15 @@ def open_state(
     password: str | None = None,
     pool_size: int = 4,
     timeout_s: float = 10.0,
+    identity: Identity | None = None,
 ) -> tuple[State, Releasable]:
     """The configured state, migrated: PostgreSQL when a URL is given (password from
     the URL, else `password`, else libpq's .pgpass), else SQLite in `state_dir`."""
     if url is None:
-        return open_state_dir(state_dir)
+        return open_state_dir(state_dir, identity)
     from labelsync.state_postgres import open_postgres
 
-    state = open_postgres(url, password=password, pool_size=pool_size, timeout_s=timeout_s)
+    state = open_postgres(
+        url, password=password, pool_size=pool_size, timeout_s=timeout_s, identity=identity
+    )
     return state, NoLock()

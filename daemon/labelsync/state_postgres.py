@@ -33,13 +33,16 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from labelsync.state import Db, State, StateError, StateUnavailable, _t
+from labelsync.state import Db, Identity, State, StateError, StateUnavailable, _t
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
+# While the server is away the pool warns at every try it makes to reconnect; the
+# daemon already says, once per retry, that the state database is unavailable.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 SETTING = "LABELSYNC_STATE_URL"
 SCHEMES = ("postgresql", "postgres")
@@ -141,7 +144,12 @@ class PostgresTarget:
 
 
 def open_postgres(
-    url: str, *, password: str | None = None, pool_size: int = 4, timeout_s: float = 10.0
+    url: str,
+    *,
+    password: str | None = None,
+    pool_size: int = 4,
+    timeout_s: float = 10.0,
+    identity: Identity | None = None,
 ) -> State:
     """Connect, migrate, then start the pool. A server out of reach is StateUnavailable;
     a refusal (password, database, permissions) StateError; both name the setting."""
@@ -165,7 +173,8 @@ def open_postgres(
             f"cannot connect to the state database {target} ({message}): check {SETTING}"
             + ("" if refused else " and that PostgreSQL is running")
         ) from None
-    migrated = State.migrated(PostgresBackend(target, _Single(first)))  # closes it on failure
+    # Closes it on failure.
+    migrated = State.migrated(PostgresBackend(target, _Single(first)), identity)
     first.close()
     pool = ConnectionPool(
         target.shown,
@@ -176,9 +185,14 @@ def open_postgres(
         name="labelsync-state",
         check=_check_if_idle,
         open=False,
+        # The pool's own reconnection backs off (1, 2, 4, ... s) for up to 5 minutes:
+        # after a 45 s network cut its next try came half a minute after the network was
+        # back. Given up sooner, the daemon's next call starts a new try at once, so the
+        # daemon's backoff (at most 30 s) decides when it is back.
+        reconnect_timeout=max(2.0, timeout_s),
     )
     pool.open()
-    state = State(PostgresBackend(target, pool, owner=True))
+    state = State(PostgresBackend(target, pool, owner=True), migrated.identity)
     state.schema_found = migrated.schema_found
     return state
 
@@ -239,6 +253,9 @@ class PostgresBackend:
     kind = "postgresql"
     setting = SETTING
     what = "state database"
+    # Several daemons share it: claims and leases, compared with the server's clock.
+    shared = True
+    now_sql = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
 
     def __init__(
         self, target: PostgresTarget, pool: ConnectionPool[Any] | _Single, owner: bool = False

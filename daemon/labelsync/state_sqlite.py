@@ -13,13 +13,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from labelsync.state import Db, StateError, _t
+from labelsync.state import _SQLITE_NOW, Db, StateError, _t
 
 
 class SqliteBackend:
     kind = "sqlite"
     setting = "LABELSYNC_STATE_DIR"
     what = "state directory"
+    # One daemon per state directory (its lock): claims are granted without a query.
+    shared = False
+    now_sql = _SQLITE_NOW
 
     def __init__(self, db: sqlite3.Connection, path: str = ":memory:") -> None:
         self.db = db

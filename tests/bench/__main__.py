@@ -15,10 +15,15 @@ a time. Sections can be picked: `python -m tests.bench backfill watch`.
   export    100,000 annotated tasks (imported with their annotations): labelsync export
             --format messages (time, peak RSS), the project export endpoint for
             comparison, and labelsync report (time)
+  shared    20,000 files: one backfill on SQLite, one on PostgreSQL, and 4 daemons
+            (one directory each, as 4 hosts) sharing one PostgreSQL state, against
+            the one-request import ceiling, with the CPU each side used; then state
+            lookups and claims per second with 4 daemons at once (not in the default run)
 
 Sizes: BENCH_FILES (5000), BENCH_TUTORIAL_FILES (150), BENCH_LATENCY_FILES (200),
 BENCH_BURST (1000), BENCH_WATCHED (100000), BENCH_JSONL (100000), BENCH_EXPORT_MB
-(1024), BENCH_TAIL_SECONDS (60), BENCH_EXPORT_TASKS (100000).
+(1024), BENCH_TAIL_SECONDS (60), BENCH_EXPORT_TASKS (100000), BENCH_SHARED_FILES
+(20000), BENCH_SHARED_DAEMONS (4).
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ N_JSONL = int(os.environ.get("BENCH_JSONL", "100000"))
 EXPORT_MB = int(os.environ.get("BENCH_EXPORT_MB", "1024"))
 TAIL_S = float(os.environ.get("BENCH_TAIL_SECONDS", "60"))
 N_EXPORT = int(os.environ.get("BENCH_EXPORT_TASKS", "100000"))
+N_SHARED = int(os.environ.get("BENCH_SHARED_FILES", "20000"))
+N_DAEMONS = int(os.environ.get("BENCH_SHARED_DAEMONS", "4"))
 
 ROWS: list[tuple[str, str, str]] = []  # (measure, figure, target)
 
@@ -592,6 +599,142 @@ class Bench:
         response.raise_for_status()
         return int(response.json()["id"])
 
+    # -- shared: several daemons on one PostgreSQL state ------------------------------
+    def shared(self) -> None:
+        from tests.support.postgres import PostgresServer
+
+        print(f"\n== shared state: {N_SHARED} files, {N_DAEMONS} daemons", flush=True)
+        root = self.work / "shared"
+        per = N_SHARED // N_DAEMONS
+        dirs = [root / f"host-{n}" for n in range(N_DAEMONS)]
+        paths = [p for n, d in enumerate(dirs) for p in write_corpus(d, per, 100 + n, "s")]
+        tasks = [build_task(read_file(p), 1, p.name) for p in paths]
+        ls_cpu = lambda: group_cpu_seconds(self.server._process.pid)  # noqa: E731
+        with PostgresServer(durable=True) as pg:
+            pg_cpu = lambda: postgres_cpu_seconds(pg)  # noqa: E731
+            print(f"  PostgreSQL {pg.bin.parent.name} (fsync on)", flush=True)
+
+            def ceiling(title: str) -> float:
+                project = self.project(title)
+                client = LabelStudio(self.server.url, self.server.legacy_token, project.id, 1800)
+                started = time.perf_counter()
+                client.import_tasks(tasks)
+                return time.perf_counter() - started
+
+            def measured(label: str, run: Callable[[], None], project: Any) -> float:
+                cpu = (ls_cpu(), pg_cpu(), children_cpu_seconds())
+                started = time.perf_counter()
+                run()
+                wall = time.perf_counter() - started
+                ls_s, pg_s, ours_s = (
+                    ls_cpu() - cpu[0], pg_cpu() - cpu[1], children_cpu_seconds() - cpu[2]
+                )  # fmt: skip
+                assert self.count_tasks(project) == N_SHARED, f"{label}: not every task"
+                row(
+                    f"{label}, {N_SHARED:,} files",
+                    f"{wall:.1f} s, {N_SHARED / wall:,.0f} files/s; CPU: Label Studio "
+                    f"{ls_s:.1f} s, labelsync {ours_s:.1f} s, PostgreSQL {pg_s:.1f} s",
+                )
+                return wall
+
+            before = ceiling("bench shared ceiling 1")
+            walls: dict[str, float] = {}
+
+            project = self.project("bench shared: 4 daemons")
+            url = pg.url(pg.create_database(), password=True)
+
+            def daemons() -> None:
+                runs = [
+                    subprocess.Popen(
+                        [sys.executable, "-m", "labelsync.cli", "backfill"],
+                        env=self.env(
+                            project,
+                            f"d{n}",
+                            LABELSYNC_STATE_URL=url,
+                            LABELSYNC_DAEMON_NAME=f"host-{n}",
+                            LABELSYNC_WATCH_DIR=str(d),
+                        ),
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                    for n, d in enumerate(dirs)
+                ]
+                for r in runs:
+                    _, err = r.communicate()
+                    if r.returncode != 0:
+                        raise SystemExit(f"a daemon's backfill failed:\n{err[-3000:]}")
+
+            walls["shared"] = measured(
+                f"{N_DAEMONS} backfills at once ({per:,} files each, own directory) sharing "
+                "PostgreSQL",
+                daemons,
+                project,
+            )
+            for label, extra in (
+                ("SQLite", {}),
+                (
+                    "PostgreSQL",
+                    {"LABELSYNC_STATE_URL": pg.url(pg.create_database(), password=True)},
+                ),
+            ):
+                one = self.project(f"bench shared: one daemon, {label}")
+                env = self.env(
+                    one, f"one-{label}", LABELSYNC_WATCH_DIR=str(root), LABELSYNC_RECURSIVE="true",
+                    **extra,
+                )  # fmt: skip
+                walls[label] = measured(
+                    f"one backfill on {label}", lambda env=env: self.labelsync(env, "backfill"), one
+                )
+            after = ceiling("bench shared ceiling 2")
+            bulk_s = (before + after) / 2
+            rate = N_SHARED / bulk_s
+            row(
+                f"ceiling: {N_SHARED:,} prepared tasks in one import request",
+                f"{bulk_s:.1f} s ({before:.1f} before, {after:.1f} after), {rate:,.0f} tasks/s",
+            )
+            for key, label in (
+                ("shared", f"{N_DAEMONS} daemons, PostgreSQL"),
+                ("SQLite", "one daemon, SQLite"),
+                ("PostgreSQL", "one daemon, PostgreSQL"),
+            ):
+                row(f"{label}: share of the ceiling", f"{N_SHARED / walls[key] / rate:.2f}x")
+
+            self.lookups(url, project.id, paths)
+
+    def lookups(self, url: str, project_id: int, paths: list[Path]) -> None:
+        """versions_of and claims per second, one process then N_DAEMONS at once."""
+        threads = [p.stem.removeprefix("conversation_") for p in paths]
+        ids = self.work / "thread-ids.json"
+        ids.write_text(json.dumps(threads))
+        for workers in (1, N_DAEMONS):
+            procs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        "from tests.bench.__main__ import lookup_worker; import sys; "
+                        "lookup_worker(*sys.argv[1:])",
+                        url,
+                        str(project_id),
+                        str(ids),
+                        str(n),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for n in range(workers)
+            ]
+            results = [json.loads(p.communicate()[0]) for p in procs]
+            total = {k: sum(r[k] for r in results) for k in results[0]}
+            row(
+                f"state lookups, {workers} process{'es' if workers > 1 else ''} at once "
+                f"({len(threads):,} conversations held)",
+                f"versions_of: {total['single']:,.0f} lookups/s one id a call, "
+                f"{total['batched']:,.0f} ids/s in calls of 1,000; claims: "
+                f"{total['claims']:,.0f} conversations/s claimed and released in batches of 100",
+            )
+
 
 def annotated_task(i: int, rng: random.Random, second: int) -> dict[str, Any]:
     """A corpus conversation as labelsync sends it, with one annotation (two on every
@@ -663,6 +806,80 @@ def timed(env: dict[str, str], *args: str) -> tuple[float, float]:
 
 def read_file(path: Path) -> Any:
     return readers.read(json.loads(path.read_bytes()), file_name=path.name)
+
+
+def lookup_worker(url: str, project_id: str, ids_path: str, seed: str) -> None:
+    """One process's lookups for 3 s each way (run by `lookups`); prints its rates."""
+    from labelsync.state import Identity, State
+
+    threads = json.loads(Path(ids_path).read_text())
+    rng = random.Random(int(seed))
+    state = State.open(url, Identity.here(f"bench-{seed}"))
+    project = int(project_id)
+    result: dict[str, float] = {}
+    started, calls = time.perf_counter(), 0
+    while time.perf_counter() - started < 3.0:
+        assert state.versions_of(project, [rng.choice(threads)])
+        calls += 1
+    result["single"] = calls / (time.perf_counter() - started)
+    started, found = time.perf_counter(), 0
+    while time.perf_counter() - started < 3.0:
+        found += len(state.versions_of(project, rng.sample(threads, min(1000, len(threads)))))
+    result["batched"] = found / (time.perf_counter() - started)
+    started, claimed, batch = time.perf_counter(), 0, 0
+    while time.perf_counter() - started < 3.0:
+        mine = [f"bench-{seed}-{batch}-{i}" for i in range(100)]
+        claimed += len(state.claim(project, mine, 60))
+        with state.transaction() as tx:
+            tx.release(project, mine, state.identity.owner)
+        batch += 1
+    result["claims"] = claimed / (time.perf_counter() - started)
+    state.close()
+    print(json.dumps(result), flush=True)
+
+
+def _proc_cpu(stat: str, children: bool = False) -> float:
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(session: int) -> float:
+    """CPU used by the live processes of one session (Label Studio and its workers)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[3]) == session:
+                total += _proc_cpu(stat)
+    return total
+
+
+def postgres_cpu_seconds(pg: Any) -> float:
+    """CPU of the postmaster, its ended backends (reaped: counted in it) and live ones."""
+    leader = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    total = _proc_cpu(Path(f"/proc/{leader}/stat").read_text(), children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == leader:
+                total += _proc_cpu(stat)
+    return total
+
+
+def children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pid: int) -> float:

@@ -25,8 +25,10 @@ from labelsync.state import (
     SCHEMA_VERSION,
     STATE_FILE,
     TABLES,
+    TRANSIENT,
     ConversationRecord,
     FileRecord,
+    Identity,
     LineRef,
     LogPosition,
     Pending,
@@ -84,11 +86,12 @@ def test_state_migrate_makes_the_schema_with_bigint_ids_then_finds_it_up_to_date
                 " WHERE table_schema = 'public'"
             ).fetchall()
         )
-    assert tables == set(TABLES)
+    assert tables == set(TABLES) | set(TRANSIENT)
     for column in ("versions.task_id", "versions.project_id", "outbox.project_id", "lines.rowid"):
         assert types[column] == "bigint"
     assert types["files.mtime_ns"] == "bigint"  # nanoseconds since 1970 overflow 32 bits
     assert types["versions.synced_at"] == "double precision"
+    assert types["claims.expires_at"] == types["outbox.expires_at"] == "double precision"
 
 
 def _schema_1(postgres: PostgresServer, dbname: str) -> None:
@@ -431,13 +434,17 @@ def _written_sqlite_state(directory: Path, project_id: int = 3) -> None:
     state.close()
 
 
-def _every_row(state: State) -> dict[str, list[tuple[Any, ...]]]:
+def _every_row(state: State, site: str = "") -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table; a file record of `site` is shown as one of site ''."""
     found = {}
     for table in TABLES:
         columns, batches = state.rows_of(table)
         rows = [dict(zip(columns, row, strict=True)) for batch in batches for row in batch]
         if table == "meta":
             rows = [r for r in rows if r["key"] != "schema_version"]
+        for r in rows:
+            if r.get("site") == site:
+                r["site"] = ""
         keep_order = table == "lines"
         found[table] = [tuple(sorted(r.items())) for r in rows]
         if not keep_order:
@@ -450,15 +457,22 @@ def test_state_import_copies_every_table_as_it_is_and_refuses_to_mix_states(
 ):
     source_dir = tmp_path / "old-state"
     _written_sqlite_state(source_dir)
-    env = cli_env(tmp_path, LABELSYNC_STATE_URL=pg_url)
+    # The import runs on the host whose files the SQLite state describes: they become
+    # that daemon's file records (its name, as the daemon there will have it).
+    env = cli_env(tmp_path, LABELSYNC_STATE_URL=pg_url, LABELSYNC_DAEMON_NAME="host-a")
     result = run(["state", "import", "--from", str(source_dir)], env)
     assert result.returncode == 0, result.stderr
     assert "versions 14" in result.stdout and "lines 50" in result.stdout
     assert "lines: 50 rows" in result.stderr and postgres.password not in result.stderr
-    source, target = State.open(source_dir / STATE_FILE), State.open(pg_url)
+    host_a = State.open(pg_url, Identity.here("host-a"))
+    source, target = State.open(source_dir / STATE_FILE), host_a
     try:
-        assert _every_row(target) == _every_row(source)
+        assert _every_row(target, site="host-a") == _every_row(source)
         assert [r.offset for r in target.lines_of(["t7"])["t7"]] == list(range(1000, 500, -10))
+        assert len(target.files()) == 7 and target.log_position("h") is not None
+        other = State.open(pg_url, Identity.here("host-b"))  # another host knows none of them
+        assert other.files() == {} and other.log_position("h") is None
+        other.close()
     finally:
         source.close()
         target.close()

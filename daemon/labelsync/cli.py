@@ -40,6 +40,15 @@ class _Fail(click.ClickException):
         click.echo(f"labelsync: {self.message}", err=True)
 
 
+def _redacted_names(settings: Settings) -> Callable[[str], str]:
+    """File names and reasons as labelsync shows them (status, a backfill's summary):
+    with redaction on, through the same pattern detectors as the log's arguments."""
+    from labelsync import privacy
+
+    with _user_errors():
+        return privacy.for_logs(settings.redactor(named_entities=False)) or str
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     from labelsync.delivery import Stopped
@@ -163,11 +172,13 @@ def backfill(
     if stop.is_set():
         raise _Fail("interrupted; the next run picks up where this one ended")
     shown = 0
+    redact = _redacted_names(settings)
     for status, rows in problems.items():
         for path, position, reason in rows:
             if Path(path).is_relative_to(root):
-                where = f"{path} {position}" if position else path
-                line = f"{escape(where)}: {escape(reason)}"  # names may hold newlines, markup
+                # names may hold newlines and markup: escaped for both
+                where = redact(f"{path} {position}" if position else path)
+                line = f"{escape(where)}: {escape(redact(reason))}"
                 console.print(f"[yellow]{status}[/] {markup_escape(line)}", highlight=False)
                 shown += 1
     if shown:
@@ -269,7 +280,10 @@ def _engine(
 
     settings.require("label_studio_api_key", "label_studio_project_id")
     assert settings.label_studio_project_id is not None
+    from labelsync import privacy
+
     rules, redactor = settings.production_rules(), settings.redactor()
+    logs.redact_arguments(privacy.for_logs(redactor))
     # Every heartbeat (the watchdog's, and those of Label Studio's requests and waits)
     # also asks the engine's leases whether an import may go on (lease.py).
     fences: list[Callable[[], None]] = []
@@ -505,6 +519,7 @@ def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
     from labelsync.state import STATE_FILE, NoLock, State
 
     settings = _settings(ctx)
+    redact = _redacted_names(settings)
     path = settings.state_dir / STATE_FILE
     if settings.database_url is None and not path.exists():
         raise _Fail(
@@ -528,7 +543,7 @@ def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
                 "daemons": _daemons(state, 7 * 86400 if show_all else 86400),
                 **{
                     status: [
-                        {"path": p, "position": at, "reason": r}
+                        {"path": redact(p), "position": at, "reason": redact(r)}
                         for p, at, r in state.problems(status, limit, every_site=True)
                     ]
                     for status, _ in _PROBLEMS

@@ -13,6 +13,8 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable, Mapping
+from pathlib import PurePath
 from typing import Any
 
 # Whatever a terminal, journald or `str.splitlines` would take for the end of a
@@ -43,6 +45,38 @@ class OneLineFilter(logging.Filter):
         record.msg = escape(record.getMessage())
         record.args = None
         return True
+
+
+class RedactFilter(logging.Filter):
+    """With redaction on: a record's arguments (the file names, ids and server text a
+    message is formatted with) go through `redact` before anything formats them. The
+    message's own words are labelsync's and stay as they are."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.redact(str(a)) if isinstance(a, (str, PurePath)) else a for a in record.args
+            )
+        elif isinstance(record.args, Mapping):
+            record.args = {
+                k: self.redact(str(a)) if isinstance(a, (str, PurePath)) else a
+                for k, a in record.args.items()
+            }
+        return True
+
+
+def redact_arguments(redact: Callable[[str], str] | None) -> None:
+    """Put a RedactFilter in front of every handler `setup` installed (first, so the
+    one-line escaping sees redacted text)."""
+    if redact is None:
+        return
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactFilter) for f in handler.filters):
+            handler.filters.insert(0, RedactFilter(redact))
 
 
 class TextFormatter(logging.Formatter):

@@ -16,11 +16,23 @@ on, or changing a pattern, does not make every conversation look new.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from labelsync.contract import Conversation
 from labelsync.redact import Redactor
+
+
+def for_logs(redactor: Redactor) -> Callable[[str], str] | None:
+    """What labelsync's own words about a conversation (file names, ids, server text in
+    log lines and `status`) go through when redaction is on: the pattern detectors, not
+    the named-entity model (slow, and it takes log words for names) and not `ip`
+    (labelsync names the servers it talks to). None when nothing would be redacted."""
+    patterns = redactor.patterns(leave=("ip",))
+    if not patterns.enabled:
+        return None
+    return lambda text: patterns.redact([text]).texts[0]
 
 
 def identity(conversation: Conversation, redactor: Redactor) -> Conversation:

@@ -297,11 +297,15 @@ class Settings(BaseSettings):
         except RulesError as exc:
             raise ConfigError(f"configuration: rules: {exc}") from None
 
-    def redactor(self) -> Redactor:
-        """LABELSYNC_REDACT and the [[redact_patterns]] tables, checked even when off."""
+    def redactor(self, named_entities: bool = True) -> Redactor:
+        """LABELSYNC_REDACT and the [[redact_patterns]] tables, checked even when off
+        (`named_entities=False`: without the model, which takes seconds to load)."""
         try:
             return build_redactor(
-                self.redact, self.redact_patterns, ner_model=self.redact_ner_model
+                self.redact,
+                self.redact_patterns,
+                ner_model=self.redact_ner_model,
+                named_entities=named_entities,
             )
         except RedactionConfigError as exc:
             raise ConfigError(f"configuration: {exc}") from None

@@ -94,3 +94,25 @@ def test_the_daemon_logs_a_hostile_file_name_on_one_line(env, fmt):
 def _quarantined(env: dict[str, str]) -> bool:
     status = run(["status", "--json"], env)
     return status.returncode == 0 and bool(json.loads(status.stdout)["quarantined"])
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_with_redaction_on_personal_data_in_arguments_is_redacted_server_addresses_are_not(
+    fmt: str,
+):
+    import io
+
+    from labelsync import privacy
+    from labelsync.redact import build_redactor
+
+    stream = io.StringIO()
+    logs.setup("info", fmt, logging.StreamHandler(stream))
+    logs.redact_arguments(privacy.for_logs(build_redactor("default")))
+    log = logging.getLogger("labelsync.test")
+    log.warning("quarantined %s: %s", Path("/data/ana@example.com\n.json"), "not valid JSON")
+    log.warning("Label Studio at %s did not answer", "http://10.1.2.3:8080")
+    logging.getLogger().handlers.clear()
+    out = stream.getvalue()
+    assert "ana@example.com" not in out
+    assert "<EMAIL_1>" in out and "\\n.json" in out  # redacted, and still one line
+    assert "http://10.1.2.3:8080" in out  # labelsync's own servers stay named

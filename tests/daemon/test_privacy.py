@@ -99,6 +99,32 @@ def test_nothing_the_built_in_detectors_catch_leaves_the_machine(env, ls_project
     assert len(project_tasks(ls_project)) == 12
 
 
+def test_file_names_with_personal_data_stay_out_of_the_log_and_status(env, ls_project):
+    """A bot that names files after the user: with redaction on, labelsync's log lines
+    and `status` show the name redacted (a sent file and a quarantined one)."""
+    root = Path(env["LABELSYNC_WATCH_DIR"])
+    root.mkdir(parents=True, exist_ok=True)
+    good = root / f"{SEEDED['email']}.json"
+    write_atomic(good, {"thread_id": "by-name", "messages": [
+        {"role": "user", "content": "Where is my order?"},
+        {"role": "assistant", "content": "On its way."},
+        {"role": "user", "content": "Thanks"},
+    ]})  # fmt: skip
+    (root / f"call {SEEDED['phone']}.json").write_text('{"messages": [')  # broken
+    plain = run(["backfill", "-v"], {**env, "LABELSYNC_LOG_LEVEL": "debug"})
+    assert SEEDED["phone"] in plain.stdout + plain.stderr  # without redaction, it is there
+
+    env = {**env, "LABELSYNC_REDACT": "default", "LABELSYNC_LOG_LEVEL": "debug"}
+    good.touch()
+    result = run(["backfill", "-v", "--recheck"], env)
+    status = run(["status", "--all"], env)
+    shown = result.stdout + result.stderr + status.stdout + status.stderr
+    for value in (SEEDED["email"], SEEDED["phone"]):
+        assert value not in shown, shown[shown.index(value) - 300 : shown.index(value) + 100]
+    assert "call <PHONE_1>.json" in status.stdout  # still says which file, and why
+    assert "quarantined" in status.stdout
+
+
 def thumbs(i: int) -> bool:
     return i % 37 == 0
 

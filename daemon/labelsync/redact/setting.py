@@ -19,6 +19,7 @@ def build_redactor(
     patterns: Sequence[Mapping[str, Any] | CustomPattern] = (),
     *,
     ner_model: str = ner.DEFAULT_MODEL,
+    named_entities: bool = True,
 ) -> Redactor:
     """The redactor the settings ask for, or `RedactionConfigError` naming every problem.
 
@@ -28,6 +29,7 @@ def build_redactor(
     `person`, `location`, `organization`, or `ner` for those three, and
     `default` may be one of the names. Custom patterns are validated even when
     redaction is off, so a broken config file is reported before it is needed.
+    `named_entities=False` leaves the model out (not loaded) whatever is asked.
     """
     builtin_names = [d.name for d in BUILTINS]
     custom, problems = compile_patterns(
@@ -56,7 +58,7 @@ def build_redactor(
     if "ner" in names:
         names |= set(ner.ENTITIES)
     detectors = [d for d in (*BUILTINS, *custom) if d.name in names]
-    wanted = [name for name in ner.ENTITIES if name in names]
+    wanted = [name for name in ner.ENTITIES if name in names] if named_entities else []
     return Redactor(detectors, ner.load(wanted, ner_model) if wanted else None)
 
 

@@ -18,7 +18,7 @@ a time. Sections can be picked: `python -m tests.bench backfill watch`.
   shared    20,000 files: one backfill on SQLite, one on PostgreSQL, and 4 daemons
             (one directory each, as 4 hosts) sharing one PostgreSQL state, against
             the one-request import ceiling, with the CPU each side used; then state
-            lookups and claims per second with 4 daemons at once (not in the default run)
+            lookups and claims per second with 4 daemons at once
 
 Sizes: BENCH_FILES (5000), BENCH_TUTORIAL_FILES (150), BENCH_LATENCY_FILES (200),
 BENCH_BURST (1000), BENCH_WATCHED (100000), BENCH_JSONL (100000), BENCH_EXPORT_MB
@@ -895,7 +895,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def main() -> None:
-    sections = sys.argv[1:] or ["backfill", "watch", "sources", "export"]
+    sections = sys.argv[1:] or ["backfill", "watch", "sources", "export", "shared"]
     work = Path(tempfile.mkdtemp(prefix="labelsync-bench-"))
     print(f"labelsync benchmark on {os.cpu_count()} cores; work dir {work}", flush=True)
     try:

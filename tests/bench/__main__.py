@@ -517,11 +517,22 @@ class Bench:
         writing = threading.Thread(target=writer)
         started = time.perf_counter()
         writing.start()
+        cpu_used, elapsed = 0.0, 0.0
+
+        def finished(tasks: list[dict[str, Any]]) -> bool:
+            """Polled while the bot writes (a task is seen when it appears, not after),
+            until every conversation it finished is a task."""
+            nonlocal cpu_used, elapsed
+            if writing.is_alive():
+                return False
+            if not elapsed:
+                cpu_used = cpu_seconds(process.pid) - cpu_before
+                elapsed = time.perf_counter() - started
+            return set(last_line.copy()) <= set(visible)
+
+        self.poll_tasks(project, finished, record, timeout=TAIL_S + 120)
         writing.join()
-        cpu_used = cpu_seconds(process.pid) - cpu_before
-        elapsed = time.perf_counter() - started
         done = set(last_line)
-        self.poll_tasks(project, lambda tasks: done <= set(visible), record, timeout=120)
         latencies = sorted(visible[t] - last_line[t] for t in done if t in visible)
         p50 = statistics.median(latencies)
         p95 = latencies[int(0.95 * (len(latencies) - 1))]

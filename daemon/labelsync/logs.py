@@ -58,15 +58,18 @@ class RedactFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                self.redact(str(a)) if isinstance(a, (str, PurePath)) else a for a in record.args
-            )
+            record.args = tuple(self._shown(a) for a in record.args)
         elif isinstance(record.args, Mapping):
-            record.args = {
-                k: self.redact(str(a)) if isinstance(a, (str, PurePath)) else a
-                for k, a in record.args.items()
-            }
+            record.args = {k: self._shown(a) for k, a in record.args.items()}
         return True
+
+    def _shown(self, value: object) -> object:
+        if not isinstance(value, (str, PurePath)):
+            return value
+        try:
+            return self.redact(str(value))
+        except Exception:  # a log line must never take the daemon down, nor leak
+            return "<not shown: redaction failed>"
 
 
 def redact_arguments(redact: Callable[[str], str] | None) -> None:

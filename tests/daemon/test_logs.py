@@ -116,3 +116,19 @@ def test_with_redaction_on_personal_data_in_arguments_is_redacted_server_address
     assert "ana@example.com" not in out
     assert "<EMAIL_1>" in out and "\\n.json" in out  # redacted, and still one line
     assert "http://10.1.2.3:8080" in out  # labelsync's own servers stay named
+
+
+def test_a_redaction_that_fails_hides_the_argument_and_the_line_is_still_written():
+    import io
+
+    def broken(text: str) -> str:
+        raise RuntimeError("detector crashed")
+
+    stream = io.StringIO()
+    logs.setup("info", "text", logging.StreamHandler(stream))
+    logs.redact_arguments(broken)
+    logging.getLogger("labelsync.test").warning("sent %s (task %d)", "ana@example.com.json", 7)
+    logging.getLogger().handlers.clear()
+    out = stream.getvalue()
+    assert "ana@example.com" not in out
+    assert "sent <not shown: redaction failed> (task 7)" in out

@@ -280,11 +280,8 @@ def test_a_new_sqlite_state_is_in_wal_mode_at_the_current_version(tmp_path: Path
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_state_written_by_labelsync_0_1_migrates_and_keeps_what_it_knew(tmp_path: Path):
-    """tests/daemon/fixtures/state-v1.sqlite3 was written by the 0.1 release's state.py."""
-    path = tmp_path / STATE_FILE
-    shutil.copy(FIXTURES / "state-v1.sqlite3", path)
-    state = State.open(path)
+def assert_keeps_what_schema_1_knew(state: State) -> None:
+    """The rows of the schema-1 fixture (SQLite file; the same rows made in PostgreSQL)."""
     assert state.schema_found == 1
     versions = state.versions_of(7, ["alpha", "beta"])
     assert [(v.version, v.task_id) for v in versions["alpha"]] == [(1, 101), (2, 102)]
@@ -304,6 +301,14 @@ def test_a_state_written_by_labelsync_0_1_migrates_and_keeps_what_it_knew(tmp_pa
         ("/srv/conversations/broken.json", "", "not valid JSON: Expecting value (line 1, column 1)")
     ]
     assert state.get_meta("project_id") == "7" and state.get_meta("rebuilt")
+
+
+def test_a_state_written_by_labelsync_0_1_migrates_and_keeps_what_it_knew(tmp_path: Path):
+    """tests/daemon/fixtures/state-v1.sqlite3 was written by the 0.1 release's state.py."""
+    path = tmp_path / STATE_FILE
+    shutil.copy(FIXTURES / "state-v1.sqlite3", path)
+    state = State.open(path)
+    assert_keeps_what_schema_1_knew(state)
     state.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

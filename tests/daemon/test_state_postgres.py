@@ -40,6 +40,7 @@ from labelsync.state import (
 )
 from labelsync.state_postgres import PostgresTarget, open_postgres
 from tests.daemon.conftest import run, versions_in
+from tests.daemon.test_state import assert_keeps_what_schema_1_knew
 from tests.support.corpus import write_atomic, write_corpus
 from tests.support.labelstudio import free_port
 from tests.support.postgres import ROLE, PostgresServer
@@ -134,29 +135,7 @@ def test_a_schema_1_database_migrates_and_keeps_what_it_knew(
     _schema_1(postgres, pg_database)
     state = State.open(pg_url)
     try:
-        assert state.schema_found == 1
-        versions = state.versions_of(7, ["alpha", "beta"])
-        assert [(v.version, v.task_id) for v in versions["alpha"]] == [(1, 101), (2, 102)]
-        assert versions["beta"][0].sync_key == "c" * 32
-        assert [(p.project_id, p.thread_id) for p in state.pending()] == [(7, "delta")]
-        alpha = state.file("/srv/conversations/conversation_alpha.json")
-        assert alpha is not None and alpha.stat == FileStat(900, 1700000000000000000, 11)
-        assert alpha.sha256 == "e" * 64 and alpha.status == "read"
-        assert state.problems("waiting") == [
-            (
-                "/srv/conversations/conversation_gamma.json",
-                "",
-                "1 of 2 user turns (LABELSYNC_MIN_TURNS)",
-            )
-        ]
-        assert state.problems("quarantined") == [
-            (
-                "/srv/conversations/broken.json",
-                "",
-                "not valid JSON: Expecting value (line 1, column 1)",
-            )
-        ]
-        assert state.get_meta("project_id") == "7" and state.get_meta("rebuilt")
+        assert_keeps_what_schema_1_knew(state)
         assert state.get_meta("schema_version") == str(SCHEMA_VERSION)
         with state.transaction() as tx:  # the tables schema 2 added work
             tx.add_lines([LineRef("t", "a.jsonl", "h", 0, 5, 1)])

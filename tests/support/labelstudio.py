@@ -38,10 +38,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 from label_studio_sdk.client import LabelStudio
+
+from tests.support.managed import Managed
 
 LS_VERSION = "1.23.2"
 """The Label Studio version labelsync is tested against (pins label-studio-sdk 2.1.2)."""
@@ -177,7 +178,7 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-class LabelStudioServer:
+class LabelStudioServer(Managed):
     """One Label Studio process on 127.0.0.1, with its own data dir and admin user.
 
     ``stop()`` and ``start()`` may be called repeatedly: the data dir (SQLite
@@ -320,30 +321,6 @@ class LabelStudioServer:
         self.stop()
         if self._owns_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> LabelStudioServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @contextlib.contextmanager
-    def stopped(self) -> Iterator[None]:
-        """Stop the server for the duration of the block (an outage), then start it again."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[httpx.Client]:

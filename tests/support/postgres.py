@@ -24,12 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from tests.support.labelstudio import free_port
+from tests.support.managed import Managed
 
 ROLE = "labelsync"  # the role the product connects as, with a password
 
@@ -52,7 +51,7 @@ def _as_owner() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
-class PostgresServer:
+class PostgresServer(Managed):
     """One PostgreSQL cluster on 127.0.0.1:port, in its own temporary directory.
 
     ``stop()`` and ``start()`` may be called repeatedly (the cluster survives),
@@ -169,30 +168,6 @@ class PostgresServer:
         with contextlib.suppress(Exception):
             self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @contextlib.contextmanager
-    def stopped(self) -> Iterator[None]:
-        """PostgreSQL down for the duration of the block, then up again."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
 
     # -- administration (over the Unix socket, as the superuser) --------------------------
     def admin(self, dbname: str = "postgres") -> Any:

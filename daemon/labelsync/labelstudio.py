@@ -305,12 +305,14 @@ class LabelStudio:
         what = "update a task"
         self._json(what, "PATCH", f"api/tasks/{task_id}", {}, encode_task(body))
 
-    def delete_task(self, task_id: int) -> None:
-        """Take a task out of the project (Community has no other way to retire one)."""
+    def delete_task(self, task_id: int) -> bool:
+        """Take a task out of the project (Community has no other way to retire one).
+        False when it was gone already: what was wanted, done by someone else."""
         try:
             self._json("delete a task", "DELETE", f"api/tasks/{task_id}", expect_body=False)
         except ProjectNotFound:
-            return  # already gone: what was wanted
+            return False
+        return True
 
     def create_view(
         self,

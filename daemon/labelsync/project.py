@@ -163,28 +163,14 @@ class Project:
         """Retire (or mark not latest) every superseded version not yet tidied."""
         done = Tidied()
         for version in self.state.superseded(self.id):
-            task = self.delivery.call(partial(self.ls.task, version.task_id))
-            if task is None:  # gone already (deleted before a crash, or by a person)
-                with self.state.transaction() as tx:
-                    tx.retire(self.id, [version.sync_key])
+            task = self._task(version)
+            if task is None:  # gone already (deleted before a crash, by a person, or by
+                # another daemon sharing this state that has not recorded it yet)
+                self._retire(version, deleted=False, done=done)
                 continue
             if not self.keep_versions and not _human_work(task):
-                self.delivery.call(partial(self.ls.delete_task, version.task_id))
-                with self.state.transaction() as tx:
-                    # Two daemons may retire the same version at once (each deletes the
-                    # task, the second finds it gone): the count moves once, and only
-                    # the daemon whose record took it says so.
-                    took = tx.retire(self.id, [version.sync_key])
-                    tx.add_to_meta(self.count_key, -took)
-                if not took:
-                    continue
-                done.retired += 1
-                log.info(
-                    "retired %s version %d (task %d): nothing was done on it yet",
-                    version.thread_id,
-                    version.version,
-                    version.task_id,
-                )
+                deleted = self.delivery.call(partial(self.ls.delete_task, version.task_id))
+                self._retire(version, deleted=deleted, done=done)
                 continue
             data = task.get("data") if isinstance(task.get("data"), dict) else None
             if data is not None and data.get("latest") is not False:
@@ -194,6 +180,39 @@ class Project:
                 tx.keep(self.id, [version.sync_key])
             done.kept += 1
         return done
+
+    def _task(self, version: VersionRecord) -> dict[str, Any] | None:
+        """The version's task, or None if it is gone. Label Studio on SQLite gives the id
+        of a deleted task, if it was the highest, to the next task it creates: a task
+        under that id is this version's only if it is in this project and carries its
+        sync key (else tidying would delete someone else's conversation)."""
+        task = self.delivery.call(partial(self.ls.task, version.task_id))
+        if task is None or task.get("project", self.id) != self.id:
+            return None
+        data = task.get("data")
+        return task if isinstance(data, dict) and data.get("sync_key") == version.sync_key else None
+
+    def _retire(self, version: VersionRecord, deleted: bool, done: Tidied) -> None:
+        """Record a superseded version as out of the project.
+
+        Two daemons may retire the same version at once: one deletes the task, the other
+        finds it gone (or deletes it too). The project's expected count moves with the
+        delete that removed a task; the retirement is told (logged, counted) by the
+        daemon whose record took it, so once whichever order they ran in."""
+        with self.state.transaction() as tx:
+            took = tx.retire(self.id, [version.sync_key])
+            if deleted:
+                tx.add_to_meta(self.count_key, -1)
+        if not took:
+            return
+        done.retired += 1
+        log.info(
+            "retired %s version %d (task %d): %s",
+            version.thread_id,
+            version.version,
+            version.task_id,
+            "nothing was done on it yet" if deleted else "it was gone from the project already",
+        )
 
     # -- the chat user's feedback, changed after the conversation was sent -------------------
     def update_feedback(
@@ -205,7 +224,7 @@ class Project:
         for version, conversation, shown in updates:
             if version.retired or version.task_id <= 0:
                 continue  # not in the project any more: nothing shows it
-            task = self.delivery.call(partial(self.ls.task, version.task_id))
+            task = self._task(version)
             if task is None:
                 continue  # deleted from the project: nothing shows it
             meta: dict[str, Any] = _dict(task.get("meta"))

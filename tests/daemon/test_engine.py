@@ -387,6 +387,26 @@ def test_one_live_task_per_conversation_and_human_work_is_never_retired(
     ) == [("plain", 2), ("rated", 1), ("rated", 2)]
 
 
+def test_a_superseded_version_deleted_by_someone_else_is_told_retired_once(
+    make_engine, ls_project, conversations
+):
+    """Whoever took the task out (a person, or another daemon on a shared state that has
+    not recorded it yet), the daemon that records the retirement says so: once, and the
+    count it expects of the project stays what Label Studio holds."""
+    path = conversations / "gone.json"
+    write_atomic(path, chat("gone", "q1", "q2"))
+    harness = make_engine()
+    harness.backfill()
+    (v1,) = project_tasks(ls_project)
+    ls_project.client.tasks.delete(id=v1["id"])
+    write_atomic(path, chat("gone", "q1", "q2", "q3"))
+    tally = harness.backfill()
+    assert tally["new_versions"] == 1 and tally["retired"] == 1
+    assert versions_in(ls_project) == [("gone", 2)]
+    assert harness.engine.state.get_meta(f"task_count:{ls_project.id}") == "1"
+    assert harness.backfill().get("retired", 0) == 0
+
+
 def test_a_feedback_change_makes_no_version_and_shows_on_the_live_task(
     make_engine, ls_project, conversations
 ):

@@ -177,8 +177,12 @@ def test_short_and_malformed_files_do_not_stop_the_daemon(daemon, env, ls_projec
     write_atomic(root / "short.json", chat("short", "just one", "and two"))
     write_atomic(root / "broken.json", chat("fixed", "a", "b"))
     settled(d, ls_project, {("good", 1): 1, ("short", 1): 1, ("fixed", 1): 1})
-    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    assert "labelsync_tasks_created_total 3.0" in metrics
+
+    def counted() -> str | None:  # at the end of the round that sent them, a moment later
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return metrics if "labelsync_tasks_created_total 3.0" in metrics else None
+
+    metrics = eventually(counted, "three tasks counted in the metrics")
     assert "labelsync_quarantined_total 1.0" in metrics
     assert d.signal(signal.SIGINT) == 0
     lines = [json.loads(line) for line in d.output().splitlines() if line.strip()]

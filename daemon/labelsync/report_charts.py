@@ -13,7 +13,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from labelsync.report import ANSWERS, Summary
+from labelsync.report import ANSWERS, Mean, Summary
 
 _COLOURS = {"Yes": "#2cb67d", "Partly": "#f0a020", "No": "#e05050"}
 _CLARITY, _ACCURACY = "#4c8dff", "#8a5cf6"
@@ -81,22 +81,15 @@ def by_week(summary: Summary) -> str:
 
 def messages_by_model(summary: Summary) -> str:
     """Mean clarity and accuracy of the replies, per model."""
-    plt = _pyplot()
     models = [m for m, g in sorted(summary.by_model.items()) if g.clarity.n or g.accuracy.n]
-    fig, axes = plt.subplots(figsize=(10, _height(len(models) * 2)))
-    y = range(len(models))
-    clarity = [summary.by_model[m].clarity.mean or 0 for m in models]
-    accuracy = [summary.by_model[m].accuracy.mean or 0 for m in models]
-    c = axes.barh([i - 0.2 for i in y], clarity, height=0.4, color=_CLARITY, label="clarity")
-    a = axes.barh([i + 0.2 for i in y], accuracy, height=0.4, color=_ACCURACY, label="accuracy")
-    axes.bar_label(c, [_n(summary.by_model[m].clarity.n) for m in models], padding=3)
-    axes.bar_label(a, [_n(summary.by_model[m].accuracy.n) for m in models], padding=3)
-    axes.set_yticks(list(y), models)
-    axes.invert_yaxis()
-    axes.set_xlim(0, 5.8)
-    axes.set_xlabel("mean per-reply rating (1-5 stars)")
-    axes.legend(loc="lower right")
-    return _svg(fig)
+    groups = [summary.by_model[m] for m in models]
+    return _clarity_and_accuracy(
+        models,
+        [g.clarity for g in groups],
+        [g.accuracy for g in groups],
+        "mean per-reply rating (1-5 stars)",
+        _height(len(models) * 2),
+    )
 
 
 def tone(summary: Summary) -> str:
@@ -112,23 +105,41 @@ def tone(summary: Summary) -> str:
 
 def thumbs(summary: Summary) -> str:
     """The annotators' ratings of the replies the chat user gave a thumbs up or down."""
-    plt = _pyplot()
     kinds = [
         k for k in ("up", "down") if k in summary.thumbs_clarity or k in summary.thumbs_accuracy
     ]
-    fig, axes = plt.subplots(figsize=(10, 2.6))
-    labels = [f"thumbs {k}" for k in kinds]
-    y = range(len(kinds))
-    clarity = [summary.thumbs_clarity[k].mean or 0 for k in kinds]
-    accuracy = [summary.thumbs_accuracy[k].mean or 0 for k in kinds]
-    c = axes.barh([i - 0.2 for i in y], clarity, height=0.4, color=_CLARITY, label="clarity")
-    a = axes.barh([i + 0.2 for i in y], accuracy, height=0.4, color=_ACCURACY, label="accuracy")
-    axes.bar_label(c, [_n(summary.thumbs_clarity[k].n) for k in kinds], padding=3)
-    axes.bar_label(a, [_n(summary.thumbs_accuracy[k].n) for k in kinds], padding=3)
+    return _clarity_and_accuracy(
+        [f"thumbs {k}" for k in kinds],
+        [summary.thumbs_clarity[k] for k in kinds],
+        [summary.thumbs_accuracy[k] for k in kinds],
+        "annotators' mean rating of those replies",
+        2.6,
+    )
+
+
+def _clarity_and_accuracy(
+    labels: Sequence[str], clarity: Sequence[Mean], accuracy: Sequence[Mean], x: str, height: float
+) -> str:
+    """Paired bars per label: mean clarity and mean accuracy, each with its count."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(figsize=(10, height))
+    y = range(len(labels))
+    for offset, stats, colour, name in (
+        (-0.2, clarity, _CLARITY, "clarity"),
+        (0.2, accuracy, _ACCURACY, "accuracy"),
+    ):
+        bars = axes.barh(
+            [i + offset for i in y],
+            [s.mean or 0 for s in stats],
+            height=0.4,
+            color=colour,
+            label=name,
+        )
+        axes.bar_label(bars, [_n(s.n) for s in stats], padding=3)
     axes.set_yticks(list(y), labels)
     axes.invert_yaxis()
     axes.set_xlim(0, 5.8)
-    axes.set_xlabel("annotators' mean rating of those replies")
+    axes.set_xlabel(x)
     axes.legend(loc="lower right")
     return _svg(fig)
 

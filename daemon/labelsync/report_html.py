@@ -7,13 +7,13 @@ and links are built from the configured Label Studio URL and numbers only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote
 
 from labelsync import report_charts as charts
-from labelsync.report import ANSWERS, Reply, Summary
+from labelsync.report import ANSWERS, Group, Reply, Summary
 
 AGREEMENT_LABELS = {
     "rating": ("conversation rating", "ordinal", "tasks"),
@@ -55,22 +55,10 @@ def page(summary: Summary, title: str, task_url: Callable[[int], str]) -> str:
     parts += [
         "<h2>Conversations per model</h2>",
         _img(charts.ratings_by_model(summary), "mean rating and answered shares per model"),
-        _table(
-            ["model", "tasks", "ratings", "mean rating", *ANSWERS],
-            [
-                [m, g.tasks, g.rating.n, _f(g.rating.mean), *(g.answered[a] for a in ANSWERS)]
-                for m, g in sorted(summary.by_model.items())
-            ],
-        ),
+        _groups("model", summary.by_model),
         "<h2>Per week (of the conversation)</h2>",
         _img(charts.by_week(summary), "mean rating and answered shares per week"),
-        _table(
-            ["week", "tasks", "ratings", "mean rating", *ANSWERS],
-            [
-                [w, g.tasks, g.rating.n, _f(g.rating.mean), *(g.answered[a] for a in ANSWERS)]
-                for w, g in sorted(summary.by_week.items())
-            ],
-        ),
+        _groups("week", summary.by_week),
         "<h2>Replies per model: clarity and accuracy</h2>",
         _img(charts.messages_by_model(summary), "mean clarity and accuracy per model"),
         _table(
@@ -151,6 +139,17 @@ def _agreement(summary: Summary) -> list[str]:
 
 def _img(uri: str, alt: str) -> str:
     return f'<img class="chart" src="{uri}" alt="{escape(alt)}">'
+
+
+def _groups(name: str, groups: Mapping[str, Group]) -> str:
+    """Conversation ratings and "answered" counts, a row per model or per week."""
+    return _table(
+        [name, "tasks", "ratings", "mean rating", *ANSWERS],
+        [
+            [key, g.tasks, g.rating.n, _f(g.rating.mean), *(g.answered[a] for a in ANSWERS)]
+            for key, g in sorted(groups.items())
+        ],
+    )
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -26,8 +26,6 @@ if str(SUPPORT) not in sys.path:
     sys.path.insert(0, str(SUPPORT))
 
 from chatbot_e2e import (  # noqa: E402
-    CHROMIUM,
-    CHROMIUM_ARGS,
     GREETING,
     ChatbotApp,
     screenshot,
@@ -37,6 +35,8 @@ from chatbot_e2e import (  # noqa: E402
     wait_for_reply,
 )
 from ollama_stub import OllamaStub  # noqa: E402
+
+from tests.support.browser import chromium  # noqa: E402
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        instance = chromium(p)
         yield instance
         instance.close()
 

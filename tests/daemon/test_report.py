@@ -3,25 +3,13 @@ with the network off."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from labelsync.report_agreement import Alpha
 from tests.daemon.conftest import run
 from tests.daemon.test_annotations import rating, text
 from tests.daemon.test_export import rated, synced
-
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+from tests.support.browser import ARTIFACTS, chromium
 
 
 def test_krippendorffs_alpha_matches_the_published_example():
@@ -89,9 +77,7 @@ def test_report_numbers_agreement_escaping_and_the_page_offline(env, tmp_path):
     assert "Step 3 names a menu that does not exist." in page
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True
-        )
+        browser = chromium(playwright)
         try:
             context = browser.new_context(offline=True, viewport={"width": 1200, "height": 900})
             requests: list[str] = []

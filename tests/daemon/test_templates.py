@@ -29,22 +29,12 @@ import httpx
 import pytest
 
 from tests.daemon.conftest import project_tasks
+from tests.support.browser import ARTIFACTS, chromium
 from tests.support.corpus import rich_conversation, write_atomic, write_corpus
 
 pytestmark = [pytest.mark.browser, pytest.mark.labelstudio]
 
 LABELSYNC = [sys.executable, "-m", "labelsync.cli"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 LOAD_MS = 120_000
 """Generous: the first page load builds Label Studio's frontend caches."""
 STEP_MS = 30_000
@@ -101,9 +91,7 @@ def page(label_studio: Any) -> Iterator[Any]:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
+        browser = chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1400})
             page.set_default_timeout(STEP_MS)
